@@ -1,0 +1,130 @@
+// clrun_bench: training throughput of the runner vs. a bare LibTorch loop on the same model,
+// data, batches and optimizer, measured alternately in one process. Prints JSON (stdout) and a
+// Markdown table (stderr). The bare loop is what a careful user writes by hand: whole split in
+// one uint8 tensor, randperm + index_select batches, Sequential MLP, SGD.
+#include <filesystem>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "clrun/config/spec.hpp"
+#include "clrun/core/error.hpp"
+#include "clrun/io/environment.hpp"
+#include "clrun/train/experiment.hpp"
+
+namespace {
+
+using namespace clrun;
+
+struct BareResult {
+  int64_t samples = 0;
+  double seconds = 0;
+};
+
+/// The bare loop over the same tasks (one fresh SGD per task, as the runner's default).
+BareResult bare_loop(const ExperimentSpec& spec) {
+  auto dataset = spec.dataset.build();
+  auto stream = spec.stream.build(dataset, spec.seed);
+  const nlohmann::json& mlp = spec.backbone.resolved;
+  const nlohmann::json& sgd = spec.train.optimizer.resolved;
+  if (spec.backbone.name() != "mlp" || spec.train.optimizer.name() != "sgd")
+    throw InputError("clrun_bench compares an mlp backbone trained with sgd");
+  torch::manual_seed(spec.seed);
+  torch::nn::Sequential net{torch::nn::Flatten()};
+  int64_t in = 1;
+  for (int64_t d : stream->input_shape) in *= d;
+  for (int64_t h : mlp.at("hidden").get<std::vector<int64_t>>()) {
+    net->push_back(torch::nn::Linear(in, h));
+    net->push_back(torch::nn::ReLU(torch::nn::ReLUOptions().inplace(true)));
+    in = h;
+  }
+  net->push_back(torch::nn::Linear(in, stream->num_classes));
+  const torch::Tensor images = stream->train.images, labels = stream->train.labels;
+  const double mean = dataset->mean[0], std = dataset->std[0];
+  const int64_t B = spec.train.batch_size;
+  BareResult r;
+  for (const Task& task : stream->tasks) {
+    torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(sgd.at("lr").get<double>())
+                                                 .momentum(sgd.at("momentum").get<double>())
+                                                 .weight_decay(sgd.at("weight_decay").get<double>()));
+    const int64_t n = task.train_rows.size(0);
+    auto start = std::chrono::steady_clock::now();
+    for (int64_t epoch = 0; epoch < spec.train.epochs; ++epoch) {
+      torch::Tensor order = task.train_rows.index_select(0, torch::randperm(n, torch::kInt64));
+      for (int64_t b = 0; b < n; b += B) {
+        torch::Tensor rows = order.slice(0, b, std::min(n, b + B));
+        torch::Tensor x = images.index_select(0, rows).to(torch::kFloat32).mul_(1.0 / (255.0 * std)).sub_(mean / std);
+        torch::Tensor loss = torch::cross_entropy_loss(net->forward(x), labels.index_select(0, rows));
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+        r.samples += rows.size(0);
+      }
+    }
+    r.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  return r;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"clrun_bench: runner vs. bare LibTorch loop training throughput"};
+  std::string config = "configs/finetune_split_fmnist.yaml";
+  std::vector<std::string> sets;
+  int rounds = 3;
+  std::string work = "/tmp/clrun_bench";
+  app.add_option("config", config, "experiment YAML (mlp + sgd)");
+  app.add_option("--set", sets, "override a key (repeatable)");
+  app.add_option("--rounds", rounds, "alternating measurements of each")->check(CLI::PositiveNumber);
+  app.add_option("--work", work, "scratch directory for the runner's run directories");
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::warn);
+  try {
+    std::vector<Override> overrides;
+    for (const auto& s : sets) overrides.push_back(parse_override(s));
+    overrides.push_back({"device", "cpu"});
+    ExperimentSpec spec = load_spec(config, overrides);
+    std::vector<double> runner, bare, ratio;
+    for (int r = 0; r < rounds; ++r) {
+      BareResult b = bare_loop(spec);
+      std::string out = work + "/round" + std::to_string(r);
+      std::filesystem::remove_all(out);
+      RunOptions options;
+      options.out_dir = out;
+      RunResult run = run_experiment(spec, options);
+      double rate = run.metrics.at("timing").at("train_samples_per_second");
+      bare.push_back(b.samples / b.seconds);
+      runner.push_back(rate);
+      ratio.push_back(rate / bare.back());
+      std::cerr << "round " << r + 1 << ": runner " << rate << " samples/s, bare " << bare.back() << " samples/s, ratio "
+                << ratio.back() << "\n";
+    }
+    nlohmann::json env = environment_json();
+    nlohmann::json result = {{"config", config},
+                             {"overrides", sets},
+                             {"rounds", rounds},
+                             {"runner_samples_per_second", runner},
+                             {"bare_samples_per_second", bare},
+                             {"ratio", ratio},
+                             {"median_ratio", median(ratio)},
+                             {"environment", env}};
+    std::cout << result.dump(2) << "\n";
+    std::cerr << "\n| config | runner samples/s | bare samples/s | ratio (median of " << rounds << ") | BLAS | torch threads |\n"
+              << "|---|---|---|---|---|---|\n"
+              << "| " << config << " | " << median(runner) << " | " << median(bare) << " | " << median(ratio) << " | "
+              << env["blas"]["kind"].get<std::string>() << " (" << env["blas"]["threads"] << ") | " << env["torch_threads"]
+              << " |\n";
+  } catch (const std::exception& e) {
+    std::cerr << "clrun_bench: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

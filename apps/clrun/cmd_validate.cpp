@@ -1,0 +1,28 @@
+// `clrun validate CONFIG`: parse, check and print the resolved config; builds nothing heavy.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "clrun/config/spec.hpp"
+#include "clrun/train/experiment.hpp"
+#include "commands.hpp"
+
+namespace clrun::app {
+
+void set_validate_command(CLI::App* sub) {
+  auto config = std::make_shared<std::string>();
+  auto sets = std::make_shared<std::vector<std::string>>();
+  auto json = std::make_shared<bool>(false);
+  sub->add_option("config", *config, "experiment YAML")->required();
+  sub->add_option("--set", *sets, "override a key: --set train.optimizer.lr=0.1 (repeatable)");
+  sub->add_flag("--json", *json, "print the resolved config as JSON instead of YAML");
+  sub->callback([=] {
+    ExperimentSpec spec = load_with_overrides(*config, *sets, "", "");
+    nlohmann::json resolved = spec.resolved();
+    std::cout << (*json ? resolved.dump(2) + "\n" : json_to_yaml(resolved));
+    std::cerr << *config << ": OK (run directory would be " << default_run_dir(spec) << ")\n";
+  });
+}
+
+}  // namespace clrun::app

@@ -1,0 +1,50 @@
+// clrun entry point: CLI parsing, logging setup and the single place errors become exit codes.
+#include <unistd.h>
+
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "clrun/core/error.hpp"
+#include "clrun/io/environment.hpp"
+#include "commands.hpp"
+
+namespace clrun::app {
+int g_exit_code = exit_code::ok;
+std::chrono::steady_clock::time_point g_started = std::chrono::steady_clock::now();
+}  // namespace clrun::app
+
+int main(int argc, char** argv) {
+  using namespace clrun;
+  using namespace clrun::app;
+  auto console = std::make_shared<spdlog::sinks::stdout_sink_mt>();
+  console->set_pattern("[%H:%M:%S] %^%l%$ %v");
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("clrun", console));
+  spdlog::flush_on(spdlog::level::info);
+
+  CLI::App app{"clrun: fast, faithful continual-learning experiments\n"
+               "  clrun CONFIG.yaml [--set key.path=value ...] [--out DIR] [--seed N] [--device D] [--resume]\n"
+               "  clrun validate CONFIG.yaml [--set ...]\n"
+               "  clrun list [KIND] [--params]",
+               "clrun"};
+  app.set_version_flag("--version", "clrun " + build_info().clrun_version + " (" + build_info().git_commit + ")");
+  set_validate_command(app.add_subcommand("validate", "parse and check a config; build nothing heavy"));
+  set_list_command(app.add_subcommand("list", "list registered streams, datasets, backbones, strategies, optimizers, schedulers"));
+  set_run_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? exit_code::ok : exit_code::bad_input;
+  } catch (const InputError& e) {
+    spdlog::error("{}", e.what());
+    return exit_code::bad_input;
+  } catch (const Interrupted&) {
+    return exit_code::interrupted;
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return exit_code::failure;
+  }
+  return app::g_exit_code;
+}

@@ -1,0 +1,106 @@
+// ExperimentSpec: the parsed, validated, resolved experiment (YAML + --set overrides + flags).
+// Parsing builds nothing heavy; `validate` stops here.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "clrun/components.hpp"
+#include "clrun/core/registry.hpp"
+
+namespace clrun {
+
+struct TrainSpec {
+  int64_t epochs = 1;
+  int64_t iterations = 0;  ///< optimizer steps per task; 0 = use epochs
+  int64_t batch_size = 32;
+  double grad_clip = 0;    ///< max global L2 norm of the gradients; 0 = off
+  std::string reset_optimizer = "every_task";
+  bool drop_last = false;
+  std::string logits = "auto";  ///< all | seen | current; auto = current for task-il, else all
+  Component<OptimizerRegistry> optimizer;
+  Component<SchedulerRegistry> scheduler;
+
+  template <class V>
+  void fields(V& v) {
+    v("epochs", epochs, "epochs per task", at_least(1));
+    v("iterations", iterations, "optimizer steps per task; 0 = use epochs", at_least(0));
+    v("batch_size", batch_size, "minibatch size", at_least(1));
+    v("grad_clip", grad_clip, "clip the global gradient L2 norm to this; 0 = off", at_least(0));
+    v("reset_optimizer", reset_optimizer, "fresh optimizer state every task, or one for the whole run",
+      one_of({"every_task", "never"}));
+    v("drop_last", drop_last, "drop the last partial batch of each epoch");
+    v("logits", logits, "logits the loss sees: all, seen classes, current task's classes; auto = current for task-il, else all",
+      one_of({"auto", "all", "seen", "current"}));
+  }
+};
+
+struct EvalSpec {
+  int64_t batch_size = 1000;
+  std::string eval_classes = "seen";  ///< class-IL: argmax over seen classes or all
+
+  template <class V>
+  void fields(V& v) {
+    v("batch_size", batch_size, "evaluation batch size", at_least(1));
+    v("eval_classes", eval_classes, "class-IL prediction over the classes seen so far or all classes",
+      one_of({"seen", "all"}));
+  }
+};
+
+struct OutputSpec {
+  std::string dir = "results/runs";
+  std::string checkpoints = "every_task";
+
+  template <class V>
+  void fields(V& v) {
+    v("dir", dir, "parent directory of run directories");
+    v("checkpoints", checkpoints, "keep a checkpoint of every task, only the last, or none (no resume)",
+      one_of({"every_task", "last", "none"}));
+  }
+};
+
+struct ExperimentSpec {
+  std::string name;
+  uint64_t seed = 0;
+  std::string device = "auto";
+  int64_t threads = 0;  ///< torch intra-op threads; 0 = library default
+  Component<DatasetRegistry> dataset;
+  Component<StreamRegistry> stream;
+  Component<BackboneRegistry> backbone;
+  Component<StrategyRegistry> strategy;
+  TrainSpec train;
+  EvalSpec eval;
+  OutputSpec output;
+  std::string source_file;  ///< the YAML file it came from
+
+  template <class V>
+  void fields(V& v) {
+    v("name", name, "experiment name (default: the config file's stem)");
+    v("seed", seed, "run seed: model init, shuffling, permutations");
+    v("device", device, "auto | cpu | cuda | cuda:N");
+    v("threads", threads, "torch intra-op threads; 0 = library default", at_least(0));
+  }
+
+  /// The full resolved config: every key with its effective value.
+  nlohmann::json resolved() const;
+};
+
+/// One --set override: "train.optimizer.lr=0.1" (the value is parsed as YAML).
+struct Override {
+  std::string path, value;
+};
+Override parse_override(const std::string& text);
+
+/// Loads `path`, applies overrides in order, parses and validates everything. Throws
+/// InputError with file:line:column and key path on any problem.
+ExperimentSpec load_spec(const std::string& path, const std::vector<Override>& overrides = {});
+/// The same from YAML text (tests, resolved configs); `source_name` is used in messages.
+ExperimentSpec parse_spec(const std::string& yaml_text, const std::string& source_name,
+                          const std::vector<Override>& overrides = {});
+
+/// JSON -> YAML text (for the run directory's config.yaml).
+std::string json_to_yaml(const nlohmann::json& j);
+
+}  // namespace clrun

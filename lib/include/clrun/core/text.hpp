@@ -1,0 +1,19 @@
+// Small string helpers shared by the config and registry error messages.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace clrun {
+
+/// Registry key form of a name: lower case, '_' becomes '-' ("Fashion_MNIST" -> "fashion-mnist").
+std::string normalize_name(const std::string& name);
+
+/// " (did you mean 'x'?)" for the closest candidate within a small edit distance, else "".
+std::string did_you_mean(const std::string& word, const std::vector<std::string>& candidates);
+
+/// Levenshtein distance.
+std::size_t edit_distance(const std::string& a, const std::string& b);
+
+std::string join(const std::vector<std::string>& parts, const std::string& sep);
+
+}  // namespace clrun

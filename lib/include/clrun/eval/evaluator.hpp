@@ -1,0 +1,38 @@
+// Evaluation after each task: one no-grad pass over every task's test set, scored twice for
+// class-IL (task-agnostic over the classes seen so far, and task-aware) and once otherwise.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "clrun/models/backbone.hpp"
+#include "clrun/strategies/strategy.hpp"
+#include "clrun/streams/stream.hpp"
+
+namespace clrun {
+
+struct EvalRow {
+  std::vector<int64_t> correct;             ///< the scenario's scoring, per task
+  std::vector<int64_t> correct_task_aware;  ///< class-IL only: logits restricted to the task
+};
+
+class Evaluator {
+ public:
+  /// `seen_only`: class-IL argmax over seen classes (eval_classes: seen) rather than all.
+  Evaluator(const Stream& stream, Strategy& strategy, int64_t batch_size, bool seen_only);
+
+  /// Scores every task after training `trained_task` (-1: the untrained model). Class-IL scores
+  /// task i over the classes of tasks 0..max(trained_task, i): a task not yet trained is scored
+  /// over the classes it would be scored on once learned, which keeps fwt meaningful.
+  EvalRow evaluate(Classifier& model, int trained_task);
+
+  /// Additive logit mask: 0 for `classes`, a large negative number elsewhere.
+  static torch::Tensor logit_mask(const std::vector<int64_t>& classes, int64_t num_classes, torch::Device device);
+
+ private:
+  const Stream& stream_;
+  Strategy& strategy_;
+  int64_t batch_size_;
+  bool seen_only_;
+};
+
+}  // namespace clrun

@@ -1,0 +1,82 @@
+// Task streams: the data (on the run's device, labels remapped to class-order positions) and the
+// list of tasks, each with its train/test rows, its classes and an optional input transform.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include "clrun/core/registry.hpp"
+#include "clrun/data/dataset.hpp"
+#include "clrun/streams/class_order.hpp"
+
+namespace clrun {
+
+enum class Scenario { class_il, task_il, domain_il };
+std::string to_string(Scenario s);
+Scenario scenario_from_string(const std::string& s);
+
+/// A per-task change of the inputs (domain-IL): applied to float batches scaled to [0, 1].
+class InputTransform {
+ public:
+  virtual ~InputTransform() = default;
+  virtual torch::Tensor apply(const torch::Tensor& x) const = 0;
+  virtual void to(torch::Device device) = 0;
+  virtual nlohmann::json describe() const = 0;
+};
+
+struct Task {
+  int index = 0;
+  std::vector<int64_t> classes;  ///< label ids (class-order positions) of this task
+  torch::Tensor train_rows;      ///< int64 rows of Stream::train
+  torch::Tensor test_rows;       ///< int64 rows of Stream::test
+  std::shared_ptr<InputTransform> transform;  ///< null: inputs as they are
+};
+
+class Stream {
+ public:
+  std::string name;  ///< registry name of the stream kind
+  std::string dataset;
+  Scenario scenario = Scenario::class_il;
+  int64_t num_classes = 0;
+  std::vector<int64_t> class_order;  ///< class_order[k] = original label of label id k
+  std::vector<std::string> class_names;  ///< by label id
+  Split train, test;                 ///< labels are label ids (remapped)
+  std::vector<int64_t> input_shape;  ///< [C, H, W]
+  std::vector<Task> tasks;
+
+  /// Remaps the data set's labels with `order` and takes its data and normalisation.
+  Stream(std::string name, const Dataset& data, Scenario scenario, std::vector<int64_t> order);
+
+  int num_tasks() const { return static_cast<int>(tasks.size()); }
+  /// Moves data and transforms to `device`.
+  void to(torch::Device device);
+  torch::Device device() const { return train.images.device(); }
+  /// Normalised float inputs of `rows` of `split`, with `task`'s transform applied.
+  torch::Tensor inputs(const Split& split, const torch::Tensor& rows, const Task& task) const;
+  /// Classes of tasks first..last (inclusive), in label-id order.
+  std::vector<int64_t> classes_of(int first, int last) const;
+  /// Tasks, classes, sizes and transforms, for metrics.json.
+  nlohmann::json describe() const;
+
+ private:
+  torch::Tensor scale_, shift_;  ///< [1, C, 1, 1]: x / 255 / std - mean / std in one multiply-add
+};
+
+/// A domain-IL stream: `num_tasks` tasks over the whole data set and all its classes, task t's
+/// inputs changed by `transform_of(t)` (null: unchanged).
+std::shared_ptr<Stream> make_domain_stream(
+    const std::string& name, const Dataset& data, int64_t num_tasks,
+    const std::function<std::shared_ptr<InputTransform>(int task, const Stream&)>& transform_of);
+
+/// Stream builders get the loaded data set and the run seed.
+using StreamRegistry = Registry<Stream, std::shared_ptr<const Dataset>, uint64_t>;
+// One register function per stream file; components.cpp calls them all.
+void register_split(StreamRegistry& registry);
+void register_permuted(StreamRegistry& registry);
+void register_rotated(StreamRegistry& registry);
+
+}  // namespace clrun

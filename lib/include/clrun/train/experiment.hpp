@@ -1,0 +1,39 @@
+// A whole run: build stream, model and strategy from the spec, evaluate the untrained model,
+// then train + evaluate + checkpoint task after task, writing metrics.json as it goes.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "clrun/config/spec.hpp"
+
+namespace clrun {
+
+struct RunOptions {
+  std::string out_dir;        ///< run directory; empty = default_run_dir(spec)
+  bool resume = false;        ///< continue from the last completed task
+  bool progress_bar = false;  ///< draw a terminal bar (else periodic log lines)
+  /// Process start, for the startup-to-first-step figure.
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  /// Called after every optimizer step with (task, steps done in the task); tests use it.
+  std::function<void(int, int64_t)> on_step;
+};
+
+struct RunResult {
+  std::string run_dir;
+  nlohmann::json metrics;  ///< what metrics.json holds
+};
+
+/// `{output.dir}/{name}_seed{seed}_{hash}`: the hash of the resolved config keeps sweeps over
+/// --set values apart and makes re-running the same command find the same directory.
+std::string default_run_dir(const ExperimentSpec& spec);
+
+/// Runs (or resumes) the experiment. Throws InputError for bad input (including a run
+/// directory that already holds a run and no --resume), Interrupted after Ctrl-C once
+/// metrics.json and the last checkpoint are safely written.
+RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options);
+
+}  // namespace clrun

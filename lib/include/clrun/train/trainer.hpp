@@ -1,0 +1,86 @@
+// The Trainer: one task's training loop (shuffled minibatches by index, strategy hooks, no host
+// syncs per step), optimizer/scheduler lifetime, and the model/optimizer/strategy/RNG checkpoint.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "clrun/config/spec.hpp"
+#include "clrun/io/progress.hpp"
+#include "clrun/models/backbone.hpp"
+#include "clrun/strategies/strategy.hpp"
+#include "clrun/streams/stream.hpp"
+
+namespace clrun {
+
+/// What one task's training did, for the log and metrics.json.
+struct TaskStats {
+  int task = 0;
+  std::vector<int> trained_on;  ///< tasks whose data was used
+  int64_t steps = 0, samples = 0, epochs = 0;
+  double seconds = 0;
+  double mean_loss = 0;                 ///< mean total loss over the task's steps
+  std::map<std::string, double> terms;  ///< mean of each named extra loss term
+  double final_lr = 0;
+  nlohmann::json to_json() const;
+  static TaskStats from_json(const nlohmann::json& j);
+};
+
+class Trainer {
+ public:
+  Trainer(const ExperimentSpec& spec, Stream& stream, Classifier model, Strategy& strategy);
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // -- per task ------------------------------------------------------------------------------
+  /// Trains task `task` (hooks included). Throws Interrupted at a step boundary on Ctrl-C.
+  TaskStats train_task(int task);
+
+  // -- observers -----------------------------------------------------------------------------
+  void set_progress(Progress* progress) { progress_ = progress; }
+  /// Called after every optimizer step with (task, steps done in the task); tests use it.
+  void set_step_callback(std::function<void(int, int64_t)> fn) { on_step_ = std::move(fn); }
+  /// When the first optimizer step of this process finished, if any.
+  std::optional<std::chrono::steady_clock::time_point> first_step_time() const { return first_step_; }
+
+  // -- checkpoint ----------------------------------------------------------------------------
+  /// Writes model, optimizer, strategy, torch RNG state and `state` (run progress) atomically.
+  void save_checkpoint(const std::string& path, const nlohmann::json& state) const;
+  /// Restores what save_checkpoint wrote and returns `state`.
+  nlohmann::json load_checkpoint(const std::string& path);
+
+ private:
+  /// The rows (and their tasks) trained on at `task`, as chosen by the strategy.
+  struct TrainingSet {
+    std::vector<int> tasks;
+    torch::Tensor rows, task_ids;
+    bool single_transform = true;  ///< every row can use the same Task for its inputs
+  };
+  TrainingSet training_set(int task) const;
+  /// Inputs of the batch at `positions` of `set` (`rows` = set.rows at those positions).
+  torch::Tensor batch_inputs(const TrainingSet& set, const torch::Tensor& positions, const torch::Tensor& rows,
+                             const Task& task) const;
+  void ensure_optimizer(bool fresh);
+  void clip_gradients() const;
+  void for_each_train_batch(int task, int64_t batch_size,
+                            const std::function<void(const torch::Tensor&, const torch::Tensor&)>& fn) const;
+
+  const ExperimentSpec& spec_;
+  Stream& stream_;
+  Classifier model_;
+  Strategy& strategy_;
+  std::shared_ptr<torch::optim::Optimizer> optimizer_;
+  std::shared_ptr<Scheduler> scheduler_;
+  double base_lr_ = 0;
+  Progress* progress_ = nullptr;
+  std::function<void(int, int64_t)> on_step_;
+  std::optional<std::chrono::steady_clock::time_point> first_step_;
+};
+
+}  // namespace clrun

@@ -1,0 +1,29 @@
+// The one place where components are registered.
+#include "clrun/components.hpp"
+
+namespace clrun {
+
+namespace {
+Registries make_registries() {
+  Registries r;
+  register_mnist(r.datasets);
+  register_split(r.streams);
+  register_permuted(r.streams);
+  register_rotated(r.streams);
+  register_mlp(r.backbones);
+  register_cnn(r.backbones);
+  register_finetune(r.strategies);
+  register_joint(r.strategies);
+  register_cumulative(r.strategies);
+  register_optimizers(r.optimizers);
+  register_schedulers(r.schedulers);
+  return r;
+}
+}  // namespace
+
+const Registries& registries() {
+  static const Registries r = make_registries();
+  return r;
+}
+
+}  // namespace clrun

@@ -1,0 +1,174 @@
+// Loading an ExperimentSpec: YAML, --set overrides, component blocks, cross-key checks.
+#include "clrun/config/spec.hpp"
+
+#include <filesystem>
+
+#include "clrun/io/atomic.hpp"
+
+namespace clrun {
+
+namespace {
+
+const std::vector<std::string> kBlocks = {"stream", "backbone", "strategy", "train", "eval", "output"};
+
+YAML::Node load_yaml(const std::string& text, const std::string& source_name) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw InputError(source_name + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+                     ": YAML syntax error: " + e.msg);
+  }
+}
+
+void apply_override(YAML::Node& root, const Override& o) {
+  YAML::Node value;
+  try {
+    value = YAML::Load(o.value);
+  } catch (const YAML::ParserException& e) {
+    throw InputError("--set " + o.path + ": the value '" + o.value + "' is not valid YAML: " + e.msg);
+  }
+  std::vector<std::string> segments;
+  std::size_t start = 0;
+  while (true) {
+    std::size_t dot = o.path.find('.', start);
+    segments.push_back(o.path.substr(start, dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  YAML::Node cur(root);
+  std::string walked;
+  for (std::size_t i = 0; i + 1 < segments.size(); ++i) {
+    walked += (i ? "." : "") + segments[i];
+    YAML::Node next = cur[segments[i]];
+    if (!next.IsDefined() || next.IsNull()) {
+      cur[segments[i]] = YAML::Node(YAML::NodeType::Map);
+      next.reset(cur[segments[i]]);
+    } else if (next.IsScalar()) {
+      // `strategy: finetune` shorthand: expand to a block so that strategy.x=... can be set
+      YAML::Node block(YAML::NodeType::Map);
+      block["name"] = next.Scalar();
+      cur[segments[i]] = block;
+      next.reset(cur[segments[i]]);
+    } else if (!next.IsMap()) {
+      throw InputError("--set " + o.path + ": '" + walked + "' is a list, not a block of keys");
+    }
+    cur.reset(next);  // rebind; plain assignment would overwrite the node's content
+  }
+  cur[segments.back()] = value;
+}
+
+template <class Options>
+void fill_options(Options& target, const ConfigNode& node, std::vector<std::string> reserved) {
+  node.expect_map("a block of keys");
+  ConfigReader reader(node, std::move(reserved));
+  target.fields(reader);
+  reader.finish();
+}
+
+}  // namespace
+
+Override parse_override(const std::string& text) {
+  std::size_t eq = text.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw InputError("--set '" + text + "': expected key.path=value, e.g. --set train.optimizer.lr=0.1");
+  Override o{text.substr(0, eq), text.substr(eq + 1)};
+  if (o.path.front() == '.' || o.path.back() == '.' || o.path.find("..") != std::string::npos)
+    throw InputError("--set '" + text + "': '" + o.path + "' is not a key path like train.optimizer.lr");
+  return o;
+}
+
+ExperimentSpec parse_spec(const std::string& yaml_text, const std::string& source_name,
+                          const std::vector<Override>& overrides) {
+  YAML::Node yaml = load_yaml(yaml_text, source_name);
+  if (!yaml.IsDefined() || yaml.IsNull()) yaml = YAML::Node(YAML::NodeType::Map);
+  auto source = std::make_shared<ConfigSource>();
+  source->file = source_name;
+  if (!yaml.IsMap()) ConfigNode(yaml, "", source).fail("expected a map of keys at the top level");
+  for (const Override& o : overrides) {
+    apply_override(yaml, o);
+    source->overridden.insert(o.path);
+  }
+  ConfigNode root(yaml, "", source);
+  const Registries& reg = registries();
+
+  ExperimentSpec spec;
+  spec.source_file = source_name;
+  fill_options(spec, root, kBlocks);
+  if (spec.name.empty()) spec.name = std::filesystem::path(source_name).stem().string();
+
+  ConfigNode stream = root.child("stream");
+  spec.stream = parse_component(reg.streams, stream, "split", {"dataset"});
+  spec.dataset = parse_component(reg.datasets, stream.child("dataset"), "fashion-mnist");
+  spec.backbone = parse_component(reg.backbones, root.child("backbone"), "mlp");
+  spec.strategy = parse_component(reg.strategies, root.child("strategy"), "finetune");
+
+  ConfigNode train = root.child("train");
+  fill_options(spec.train, train, {"optimizer", "scheduler"});
+  spec.train.optimizer = parse_component(reg.optimizers, train.child("optimizer"), "sgd");
+  spec.train.scheduler = parse_component(reg.schedulers, train.child("scheduler"), "constant");
+  fill_options(spec.eval, root.child("eval"), {});
+  fill_options(spec.output, root.child("output"), {});
+
+  // Conventions that depend on the scenario are resolved here, so config.yaml shows the value used.
+  std::string scenario = spec.stream.resolved.at("scenario");
+  if (spec.train.logits == "auto") spec.train.logits = scenario == "task-il" ? "current" : "all";
+  if (scenario == "domain-il" && spec.train.logits != "all")
+    train.child("logits").fail("domain-il streams share every class across tasks: use all (or auto)");
+  if (spec.device != "auto" && spec.device != "cpu" && spec.device.rfind("cuda", 0) != 0)
+    root.child("device").fail("'" + spec.device + "' is not a device: expected auto, cpu, cuda or cuda:N");
+  return spec;
+}
+
+ExperimentSpec load_spec(const std::string& path, const std::vector<Override>& overrides) {
+  if (!std::filesystem::is_regular_file(path)) throw InputError(path + ": config file not found");
+  return parse_spec(read_file(path), path, overrides);
+}
+
+nlohmann::json ExperimentSpec::resolved() const {
+  ExperimentSpec copy = *this;
+  JsonWriter top;
+  copy.fields(top);
+  nlohmann::json j = top.json();
+  j["stream"] = stream.resolved;
+  j["stream"]["dataset"] = dataset.resolved;
+  j["backbone"] = backbone.resolved;
+  j["strategy"] = strategy.resolved;
+  JsonWriter train_json;
+  copy.train.fields(train_json);
+  j["train"] = train_json.json();
+  j["train"]["optimizer"] = train.optimizer.resolved;
+  j["train"]["scheduler"] = train.scheduler.resolved;
+  j["eval"] = options_to_json(eval);
+  j["output"] = options_to_json(output);
+  return j;
+}
+
+namespace {
+void emit(YAML::Emitter& out, const nlohmann::json& j) {
+  if (j.is_object()) {
+    out << YAML::BeginMap;
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      out << YAML::Key << it.key() << YAML::Value;
+      emit(out, it.value());
+    }
+    out << YAML::EndMap;
+  } else if (j.is_array()) {
+    bool flat = std::all_of(j.begin(), j.end(), [](const nlohmann::json& e) { return e.is_primitive(); });
+    out << (flat ? YAML::Flow : YAML::Block) << YAML::BeginSeq;
+    for (const auto& e : j) emit(out, e);
+    out << YAML::EndSeq;
+  } else if (j.is_string()) {
+    out << YAML::DoubleQuoted << j.get<std::string>();
+  } else {
+    out << j.dump();  // numbers and booleans: JSON's shortest round-trip text is valid YAML
+  }
+}
+}  // namespace
+
+std::string json_to_yaml(const nlohmann::json& j) {
+  YAML::Emitter out;
+  emit(out, j);
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace clrun

@@ -1,0 +1,26 @@
+// Device resolution with a config-path error for unusable devices.
+#include "clrun/core/device.hpp"
+
+#include <torch/cuda.h>
+
+#include "clrun/core/error.hpp"
+
+namespace clrun {
+
+c10::Device resolve_device(const std::string& name, const std::string& key_path) {
+  if (name == "auto") return torch::cuda::is_available() ? c10::Device("cuda") : c10::Device("cpu");
+  c10::optional<c10::Device> device;
+  try {
+    device = c10::Device(name);
+  } catch (const std::exception&) {
+    throw InputError(key_path + ": '" + name + "' is not a device: expected auto, cpu, cuda or cuda:N");
+  }
+  if (device->is_cuda() && !torch::cuda::is_available())
+    throw InputError(key_path + ": '" + name +
+                     "' requested but this LibTorch build sees no CUDA device (use auto or cpu)");
+  if (!device->is_cuda() && !device->is_cpu())
+    throw InputError(key_path + ": '" + name + "' is not supported: expected auto, cpu or cuda");
+  return *device;
+}
+
+}  // namespace clrun

@@ -1,0 +1,46 @@
+// String helpers for names and error messages.
+#include "clrun/core/text.hpp"
+
+#include <algorithm>
+#include <cctype>
+
+namespace clrun {
+
+std::string normalize_name(const std::string& name) {
+  std::string out = name;
+  for (char& c : out) c = c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string did_you_mean(const std::string& word, const std::vector<std::string>& candidates) {
+  const std::string* best = nullptr;
+  std::size_t best_d = 0;
+  for (const auto& c : candidates) {
+    std::size_t d = edit_distance(word, c);
+    if (!best || d < best_d) best = &c, best_d = d;
+  }
+  // Within about a third of the word: close enough to be a typo, not a different word.
+  if (best && best_d > 0 && best_d <= std::max<std::size_t>(2, word.size() / 3))
+    return " (did you mean '" + *best + "'?)";
+  return "";
+}
+
+std::string join(const std::vector<std::string>& parts, const std::string& sep) {
+  std::string out;
+  for (std::size_t i = 0; i < parts.size(); ++i) out += (i ? sep : "") + parts[i];
+  return out;
+}
+
+}  // namespace clrun

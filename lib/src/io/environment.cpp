@@ -1,0 +1,71 @@
+// Environment facts for metrics.json and the run log.
+#include "clrun/io/environment.hpp"
+
+#include <dlfcn.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <thread>
+
+#include <torch/torch.h>
+
+namespace clrun {
+
+BlasInfo detect_blas() {
+  BlasInfo info{"unknown", "", -1};
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    auto slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    std::string path = line.substr(slash);
+    if (path.find("openblas") != std::string::npos) {
+      info = {"openblas", path, -1};
+      break;
+    }
+    if (path.find("libmkl") != std::string::npos) {
+      info = {"mkl", path, -1};
+      break;
+    }
+    if (path.find("/blas/libblas.so") != std::string::npos) info = {"reference", path, -1};
+  }
+  if (info.kind == "openblas") {
+    using GetThreads = int (*)();
+    if (auto fn = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads")))
+      info.threads = fn();
+  }
+  return info;
+}
+
+double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+nlohmann::json environment_json() {
+  const BuildInfo& b = build_info();
+  BlasInfo blas = detect_blas();
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  return {
+      {"clrun_version", b.clrun_version},
+      {"git_commit", b.git_commit},
+      {"versions",
+       {{"libtorch", b.torch_version},
+        {"yaml_cpp", b.yaml_cpp_version},
+        {"spdlog", b.spdlog_version},
+        {"nlohmann_json", b.nlohmann_json_version},
+        {"cli11", b.cli11_version},
+        {"compiler", b.compiler}}},
+      {"blas", {{"kind", blas.kind}, {"path", blas.path}, {"threads", blas.threads}}},
+      {"torch_threads", torch::get_num_threads()},
+      {"torch_interop_threads", torch::get_num_interop_threads()},
+      {"hardware_threads", std::thread::hardware_concurrency()},
+      {"cuda_available", torch::cuda::is_available()},
+      {"hostname", host},
+  };
+}
+
+}  // namespace clrun

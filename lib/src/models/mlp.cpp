@@ -1,0 +1,66 @@
+// `mlp`: flatten, then Linear + activation (+ dropout) per hidden layer.
+#include <torch/nn/functional/activation.h>
+#include <torch/nn/functional/dropout.h>
+#include <torch/nn/modules/container/modulelist.h>
+
+#include "clrun/models/backbone.hpp"
+
+namespace clrun {
+
+namespace {
+
+struct MlpOptions {
+  std::vector<int64_t> hidden = {400, 400};  ///< widths of the hidden layers
+  std::string activation = "relu";
+  double dropout = 0;
+
+  template <class V>
+  void fields(V& v) {
+    v("hidden", hidden, "hidden layer widths; the last is the feature size", at_least(1));
+    v("activation", activation, "activation after each hidden layer", one_of({"relu", "tanh", "gelu"}));
+    v("dropout", dropout, "dropout probability after each activation", in_range(0, 1));
+  }
+  void validate(const ConfigNode& node) const {
+    if (hidden.empty()) node.child("hidden").fail("needs at least one hidden layer");
+  }
+};
+
+class Mlp : public Backbone {
+ public:
+  Mlp(const MlpOptions& o, const std::vector<int64_t>& input_shape) : options_(o) {
+    int64_t in = 1;
+    for (int64_t d : input_shape) in *= d;
+    for (std::size_t i = 0; i < o.hidden.size(); ++i) {
+      layers_.push_back(register_module("fc" + std::to_string(i), torch::nn::Linear(in, o.hidden[i])));
+      in = o.hidden[i];
+    }
+  }
+  torch::Tensor forward(const torch::Tensor& input) override {
+    namespace F = torch::nn::functional;
+    torch::Tensor x = input.flatten(1);
+    for (auto& layer : layers_) {
+      x = layer->forward(x);
+      if (options_.activation == "relu") x.relu_();  // in place: the Linear output is not needed by autograd
+      else if (options_.activation == "tanh") x = torch::tanh(x);
+      else x = torch::gelu(x);
+      if (options_.dropout > 0) x = F::dropout(x, F::DropoutFuncOptions().p(options_.dropout).training(is_training()));
+    }
+    return x;
+  }
+  int64_t feature_dim() const override { return options_.hidden.back(); }
+
+ private:
+  MlpOptions options_;
+  std::vector<torch::nn::Linear> layers_;
+};
+
+}  // namespace
+
+void register_mlp(BackboneRegistry& registry) {
+  registry.add<MlpOptions>("mlp", "multi-layer perceptron on flattened inputs",
+                           [](const MlpOptions& o, std::vector<int64_t> shape) {
+                             return std::make_shared<Mlp>(o, shape);
+                           });
+}
+
+}  // namespace clrun

@@ -1,0 +1,117 @@
+// Stream: label remapping, device placement, batch inputs, description.
+#include "clrun/streams/stream.hpp"
+
+#include "clrun/core/error.hpp"
+
+namespace clrun {
+
+std::string to_string(Scenario s) {
+  switch (s) {
+    case Scenario::class_il: return "class-il";
+    case Scenario::task_il: return "task-il";
+    case Scenario::domain_il: return "domain-il";
+  }
+  return "?";
+}
+
+Scenario scenario_from_string(const std::string& s) {
+  if (s == "class-il") return Scenario::class_il;
+  if (s == "task-il") return Scenario::task_il;
+  if (s == "domain-il") return Scenario::domain_il;
+  throw InputError("stream.scenario: unknown scenario '" + s + "'");
+}
+
+Stream::Stream(std::string name_, const Dataset& data, Scenario scenario_, std::vector<int64_t> order)
+    : name(std::move(name_)),
+      dataset(data.name),
+      scenario(scenario_),
+      num_classes(data.num_classes),
+      class_order(std::move(order)),
+      input_shape(data.input_shape()) {
+  // new label = position of the original label in the order (PyCIL / FACIL convention)
+  std::vector<int64_t> position(num_classes);
+  for (int64_t k = 0; k < num_classes; ++k) position[class_order[k]] = k;
+  torch::Tensor map = torch::tensor(position, torch::kInt64);
+  train = {data.train.images, map.index_select(0, data.train.labels)};
+  test = {data.test.images, map.index_select(0, data.test.labels)};
+  for (int64_t k = 0; k < num_classes; ++k) class_names.push_back(data.class_names.at(class_order[k]));
+  int64_t channels = input_shape.at(0);
+  std::vector<float> scale(channels), shift(channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    double mean = data.mean.size() == 1 ? data.mean[0] : data.mean.at(c);
+    double std = data.std.size() == 1 ? data.std[0] : data.std.at(c);
+    scale[c] = static_cast<float>(1.0 / (255.0 * std));
+    shift[c] = static_cast<float>(-mean / std);
+  }
+  scale_ = torch::tensor(scale).view({1, channels, 1, 1});
+  shift_ = torch::tensor(shift).view({1, channels, 1, 1});
+}
+
+void Stream::to(torch::Device device) {
+  for (Split* s : {&train, &test}) {
+    s->images = s->images.to(device);
+    s->labels = s->labels.to(device);
+  }
+  for (Task& t : tasks) {
+    t.train_rows = t.train_rows.to(device);
+    t.test_rows = t.test_rows.to(device);
+    if (t.transform) t.transform->to(device);
+  }
+  scale_ = scale_.to(device);
+  shift_ = shift_.to(device);
+}
+
+torch::Tensor Stream::inputs(const Split& split, const torch::Tensor& rows, const Task& task) const {
+  torch::Tensor x = split.images.index_select(0, rows).to(torch::kFloat32);
+  if (!task.transform) return x.mul_(scale_).add_(shift_);
+  // Transforms see [0, 1] images so that their fill value (0) is the data set's black.
+  x = task.transform->apply(x.div_(255.0));
+  return x.mul_(scale_ * 255.0).add_(shift_);
+}
+
+std::vector<int64_t> Stream::classes_of(int first, int last) const {
+  std::vector<bool> in(num_classes, false);
+  for (int t = std::max(first, 0); t <= last && t < num_tasks(); ++t)
+    for (int64_t c : tasks[t].classes) in[c] = true;
+  std::vector<int64_t> out;
+  for (int64_t c = 0; c < num_classes; ++c)
+    if (in[c]) out.push_back(c);
+  return out;
+}
+
+nlohmann::json Stream::describe() const {
+  nlohmann::json tasks_json = nlohmann::json::array();
+  for (const Task& t : tasks) {
+    std::vector<int64_t> original;
+    for (int64_t c : t.classes) original.push_back(class_order[c]);
+    nlohmann::json j = {{"index", t.index},
+                        {"classes", t.classes},
+                        {"original_classes", original},
+                        {"train_size", t.train_rows.size(0)},
+                        {"test_size", t.test_rows.size(0)}};
+    if (t.transform) j["transform"] = t.transform->describe();
+    tasks_json.push_back(j);
+  }
+  return {{"name", name},         {"dataset", dataset},         {"scenario", to_string(scenario)},
+          {"num_classes", num_classes}, {"class_order", class_order}, {"class_names", class_names},
+          {"input_shape", input_shape}, {"num_tasks", num_tasks()}, {"tasks", tasks_json}};
+}
+
+std::shared_ptr<Stream> make_domain_stream(
+    const std::string& name, const Dataset& data, int64_t num_tasks,
+    const std::function<std::shared_ptr<InputTransform>(int, const Stream&)>& transform_of) {
+  std::vector<int64_t> identity = ClassOrder{}.resolve(data.num_classes, "stream.class_order");
+  auto stream = std::make_shared<Stream>(name, data, Scenario::domain_il, identity);
+  for (int t = 0; t < num_tasks; ++t) {
+    Task task;
+    task.index = t;
+    task.classes = identity;
+    task.train_rows = torch::arange(stream->train.size(), torch::kInt64);
+    task.test_rows = torch::arange(stream->test.size(), torch::kInt64);
+    task.transform = transform_of(t, *stream);
+    stream->tasks.push_back(std::move(task));
+  }
+  return stream;
+}
+
+}  // namespace clrun

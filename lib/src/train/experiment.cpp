@@ -1,0 +1,290 @@
+// Run orchestration: run directory, logging, building, the task loop, metrics and resume.
+#include "clrun/train/experiment.hpp"
+
+#include <cstdio>
+#include <filesystem>
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "clrun/core/device.hpp"
+#include "clrun/core/error.hpp"
+#include "clrun/core/seed.hpp"
+#include "clrun/eval/evaluator.hpp"
+#include "clrun/eval/metrics.hpp"
+#include "clrun/io/environment.hpp"
+#include "clrun/io/run_dir.hpp"
+#include "clrun/train/trainer.hpp"
+
+namespace clrun {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+/// Adds log.txt of the run directory to the default logger for the run's lifetime.
+class RunLog {
+ public:
+  explicit RunLog(const std::string& path) {
+    sink_ = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, /*truncate=*/false);
+    sink_->set_pattern("%Y-%m-%d %H:%M:%S.%e %l %v");
+    spdlog::default_logger()->sinks().push_back(sink_);
+  }
+  ~RunLog() {
+    auto& sinks = spdlog::default_logger()->sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
+  }
+  RunLog(const RunLog&) = delete;
+  RunLog& operator=(const RunLog&) = delete;
+
+ private:
+  std::shared_ptr<spdlog::sinks::sink> sink_;
+};
+
+/// Key paths where two resolved configs differ ("train.optimizer.lr: 0.1 -> 0.01").
+std::vector<std::string> config_differences(const nlohmann::json& a, const nlohmann::json& b) {
+  std::vector<std::string> out;
+  for (const auto& op : nlohmann::json::diff(a, b)) {
+    std::string path = op.at("path").get<std::string>().substr(1);
+    std::replace(path.begin(), path.end(), '/', '.');
+    nlohmann::json::json_pointer ptr(op.at("path").get<std::string>());
+    std::string before = a.contains(ptr) ? a.at(ptr).dump() : "(absent)";
+    std::string after = b.contains(ptr) ? b.at(ptr).dump() : "(absent)";
+    out.push_back(path + ": " + before + " -> " + after);
+  }
+  return out;
+}
+
+void log_environment(const nlohmann::json& env, const std::string& device) {
+  const auto& blas = env.at("blas");
+  spdlog::info("clrun {} ({}), libtorch {}, device {}, torch threads {}, BLAS {} ({} threads)",
+               env.at("clrun_version").get<std::string>(), env.at("git_commit").get<std::string>(),
+               env.at("versions").at("libtorch").get<std::string>(), device, env.at("torch_threads").get<int>(),
+               blas.at("kind").get<std::string>(), blas.at("threads").get<int>());
+  if (blas.at("kind") == "reference")
+    spdlog::warn("!!! The reference BLAS is loaded ({}): training is ~27x slower. "
+                 "Install libopenblas0-pthread (scripts/setup does). !!!",
+                 blas.at("path").get<std::string>());
+}
+
+std::string format_row(const AccuracyMatrix& m, int row) {
+  std::string out;
+  char buf[16];
+  for (int i = 0; i < m.num_tasks(); ++i) {
+    std::snprintf(buf, sizeof(buf), "%6.2f", m.accuracy(row, i));
+    out += (i ? " " : "") + std::string(buf);
+  }
+  return out;
+}
+
+/// Run progress that a checkpoint carries and metrics.json reports.
+struct RunState {
+  AccuracyMatrix accuracy, task_aware;
+  std::vector<TaskStats> tasks;
+  double train_seconds = 0, eval_seconds = 0, previous_wall_seconds = 0;
+  int completed() const { return accuracy.num_rows(); }
+
+  nlohmann::json to_json() const {
+    nlohmann::json per_task = nlohmann::json::array();
+    for (const auto& t : tasks) per_task.push_back(t.to_json());
+    return {{"accuracy", accuracy.to_json()},
+            {"task_aware", task_aware.to_json()},
+            {"tasks", per_task},
+            {"train_seconds", train_seconds},
+            {"eval_seconds", eval_seconds},
+            {"wall_seconds", previous_wall_seconds}};
+  }
+  static RunState from_json(const nlohmann::json& j) {
+    RunState s;
+    s.accuracy = AccuracyMatrix::from_json(j.at("accuracy"));
+    s.task_aware = AccuracyMatrix::from_json(j.at("task_aware"));
+    for (const auto& t : j.at("tasks")) s.tasks.push_back(TaskStats::from_json(t));
+    s.train_seconds = j.at("train_seconds");
+    s.eval_seconds = j.at("eval_seconds");
+    s.previous_wall_seconds = j.at("wall_seconds");
+    return s;
+  }
+};
+
+nlohmann::json accuracy_block(const AccuracyMatrix& m) {
+  nlohmann::json j = m.to_json();
+  j["metrics"] = to_json(compute_metrics(m));
+  return j;
+}
+
+}  // namespace
+
+std::string default_run_dir(const ExperimentSpec& spec) {
+  nlohmann::json resolved = spec.resolved();
+  resolved.erase("output");  // where the run goes is not what the run is
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a
+  for (unsigned char c : resolved.dump()) h = (h ^ c) * 1099511628211ULL;
+  char hash[9];
+  std::snprintf(hash, sizeof(hash), "%08x", static_cast<unsigned>(h ^ (h >> 32)));
+  return spec.output.dir + "/" + spec.name + "_seed" + std::to_string(spec.seed) + "_" + hash;
+}
+
+RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) {
+  const auto run_start = Clock::now();
+  RunDir dir(options.out_dir.empty() ? default_run_dir(spec) : options.out_dir);
+  const nlohmann::json resolved = spec.resolved();
+  std::optional<nlohmann::json> previous = dir.read_json("metrics.json");
+
+  if (previous && !options.resume)
+    throw InputError(dir.path() + " already holds a run (status: " + previous->value("status", "?") +
+                     ", " + std::to_string(previous->value("tasks_completed", 0)) + " tasks done): pass --resume to "
+                     "continue it, or --out DIR for a new run directory");
+  if (previous && options.resume) {
+    std::optional<nlohmann::json> old_config = dir.read_json("config.json");
+    if (old_config) {
+      auto diffs = config_differences(*old_config, resolved);
+      if (!diffs.empty())
+        throw InputError("--resume: the config differs from the one " + dir.path() + " was started with:\n  " +
+                         join(diffs, "\n  "));
+    }
+  }
+  dir.create();
+  RunLog run_log(dir.file("log.txt"));
+  if (!previous) {
+    dir.write_json("config.json", resolved);
+    dir.write_text("config.yaml", "# Resolved config of this run: `clrun config.yaml --out DIR` repeats it.\n" +
+                                      json_to_yaml(resolved));
+  }
+  spdlog::info("run directory: {}", dir.path());
+
+  // ---- environment --------------------------------------------------------------------------
+  if (spec.threads > 0) torch::set_num_threads(static_cast<int>(spec.threads));
+  const torch::Device device = resolve_device(spec.device, "device");
+  const nlohmann::json env = environment_json();
+  log_environment(env, device.str());
+
+  // ---- build --------------------------------------------------------------------------------
+  torch::manual_seed(spec.seed);
+  std::shared_ptr<const Dataset> dataset = spec.dataset.build();
+  std::shared_ptr<Stream> stream = spec.stream.build(dataset, spec.seed);
+  dataset.reset();  // the stream holds the data now
+  stream->to(device);
+  torch::manual_seed(derive_seed(spec.seed, {seed_purpose::model_init}));
+  Classifier model(spec.backbone.build(stream->input_shape), stream->num_classes);
+  model->to(device);
+  torch::manual_seed(spec.seed);
+  std::shared_ptr<Strategy> strategy = spec.strategy.build(spec.seed);
+  Trainer trainer(spec, *stream, model, *strategy);
+  Progress progress(options.progress_bar);
+  trainer.set_progress(&progress);
+  if (options.on_step) trainer.set_step_callback(options.on_step);
+  Evaluator evaluator(*stream, *strategy, spec.eval.batch_size, spec.eval.eval_classes == "seen");
+  const bool class_il = stream->scenario == Scenario::class_il;
+  spdlog::info("{}: {} on {} ({}), {} tasks, {} classes; backbone {} ({} parameters); strategy {}", spec.name,
+               stream->name, stream->dataset, to_string(stream->scenario), stream->num_tasks(), stream->num_classes,
+               spec.backbone.name(), count_parameters(*model), spec.strategy.name());
+
+  std::vector<int64_t> test_sizes;
+  for (const Task& t : stream->tasks) test_sizes.push_back(t.test_rows.size(0));
+  RunState state{AccuracyMatrix(test_sizes), AccuracyMatrix(test_sizes), {}, 0, 0, 0};
+
+  std::optional<int> latest = dir.latest_checkpoint();
+  if (options.resume && latest) {
+    state = RunState::from_json(trainer.load_checkpoint(dir.checkpoint_path(*latest)));
+    spdlog::info("resumed from {} ({} of {} tasks done)", dir.checkpoint_path(*latest), state.completed(),
+                 stream->num_tasks());
+  } else {
+    if (options.resume) spdlog::info("--resume: no checkpoint in {}, starting from the beginning", dir.path());
+    auto t0 = Clock::now();
+    EvalRow init = evaluator.evaluate(model, -1);
+    state.eval_seconds += seconds_since(t0);
+    state.accuracy.set_random_init(init.correct);
+    if (class_il) state.task_aware.set_random_init(init.correct_task_aware);
+  }
+
+  auto metrics_json = [&](const std::string& status) {
+    nlohmann::json per_task = nlohmann::json::array();
+    int64_t samples = 0;
+    for (const auto& t : state.tasks) per_task.push_back(t.to_json()), samples += t.samples;
+    double wall = state.previous_wall_seconds + seconds_since(run_start);
+    nlohmann::json j = {
+        {"name", spec.name},
+        {"status", status},
+        {"seed", spec.seed},
+        {"scenario", to_string(stream->scenario)},
+        {"class_order", stream->class_order},
+        {"tasks_completed", state.completed()},
+        {"num_tasks", stream->num_tasks()},
+        {"metrics", to_json(compute_metrics(state.accuracy))},
+        {"accuracy", accuracy_block(state.accuracy)},
+        {"per_task", per_task},
+        {"timing",
+         {{"wall_seconds", wall},
+          {"train_seconds", state.train_seconds},
+          {"eval_seconds", state.eval_seconds},
+          {"train_samples_per_second", state.train_seconds > 0 ? samples / state.train_seconds : 0.0},
+          {"startup_seconds", trainer.first_step_time()
+                                  ? nlohmann::json(std::chrono::duration<double>(*trainer.first_step_time() - options.started).count())
+                                  : nlohmann::json(nullptr)}}},
+        {"peak_rss_mib", peak_rss_mib()},
+        {"device", device.str()},
+        {"model", {{"parameters", count_parameters(*model)}}},
+        {"strategy_hooks", strategy->hook_stats()},
+        {"conventions",
+         {{"reset_optimizer", spec.train.reset_optimizer},
+          {"logits", spec.train.logits},
+          {"drop_last", spec.train.drop_last},
+          {"eval_classes", spec.eval.eval_classes},
+          {"shuffle", "reshuffled every epoch from (seed, task, epoch)"},
+          {"class_il_future_tasks", "scored over the classes of tasks 0..max(trained, evaluated)"}}},
+        {"stream", stream->describe()},
+        {"config", resolved},
+        {"environment", env},
+        {"run_dir", dir.path()},
+    };
+    if (class_il) j["task_aware_accuracy"] = accuracy_block(state.task_aware);
+    return j;
+  };
+
+  try {
+    for (int t = state.completed(); t < stream->num_tasks(); ++t) {
+      TaskStats stats = trainer.train_task(t);
+      state.train_seconds += stats.seconds;
+      auto t0 = Clock::now();
+      EvalRow row = evaluator.evaluate(model, t);
+      state.eval_seconds += seconds_since(t0);
+      state.accuracy.add_row(row.correct);
+      if (class_il) state.task_aware.add_row(row.correct_task_aware);
+      state.tasks.push_back(stats);
+      Metrics m = compute_metrics(state.accuracy);
+      spdlog::info("task {}/{}: {} steps, {:.0f} samples/s, loss {:.4f} | accuracy [{}] | average {:.2f}{}", t + 1,
+                   stream->num_tasks(), stats.steps, stats.seconds > 0 ? stats.samples / stats.seconds : 0.0,
+                   stats.mean_loss, format_row(state.accuracy, t), m.average_accuracy_curve.back(),
+                   class_il ? fmt::format(" (task-aware {:.2f})", compute_metrics(state.task_aware).average_accuracy_curve.back()) : "");
+      // Checkpoint first, then metrics: metrics.json never claims a task the checkpoint lacks.
+      if (spec.output.checkpoints != "none") {
+        nlohmann::json saved = state.to_json();
+        saved["wall_seconds"] = state.previous_wall_seconds + seconds_since(run_start);
+        trainer.save_checkpoint(dir.checkpoint_path(t), saved);
+        dir.set_latest_checkpoint(t, spec.output.checkpoints == "last");
+      }
+      dir.write_json("metrics.json", metrics_json(t + 1 == stream->num_tasks() ? "complete" : "running"));
+    }
+  } catch (const Interrupted&) {
+    progress.finish();
+    dir.write_json("metrics.json", metrics_json("interrupted"));
+    spdlog::warn("interrupted: {} of {} tasks complete and checkpointed; continue with --resume", state.completed(),
+                 stream->num_tasks());
+    throw;
+  }
+  nlohmann::json final_metrics = metrics_json("complete");
+  dir.write_json("metrics.json", final_metrics);
+  const auto& named = final_metrics.at("metrics");
+  spdlog::info("done in {:.1f}s (train {:.1f}s, eval {:.1f}s): final average accuracy {:.2f}, average incremental "
+               "accuracy {:.2f}, forgetting {}, bwt {}, fwt {}",
+               final_metrics["timing"]["wall_seconds"].get<double>(), state.train_seconds, state.eval_seconds,
+               named.at("final_average_accuracy").get<double>(), named.at("average_incremental_accuracy").get<double>(),
+               named.at("forgetting").dump(), named.at("bwt").dump(), named.at("fwt").dump());
+  spdlog::info("metrics: {}", dir.file("metrics.json"));
+  return {dir.path(), final_metrics};
+}
+
+}  // namespace clrun
