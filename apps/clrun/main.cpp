@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -42,6 +43,9 @@ int main(int argc, char** argv) {
     return exit_code::bad_input;
   } catch (const Interrupted&) {
     return exit_code::interrupted;
+  } catch (const c10::Error& e) {
+    spdlog::error("{}", e.what_without_backtrace());  // torch's what() carries a C++ stack trace
+    return exit_code::failure;
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return exit_code::failure;

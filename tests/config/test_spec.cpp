@@ -1,0 +1,73 @@
+// config/: ExperimentSpec loading, overrides, resolution.
+#include <catch2/catch.hpp>
+
+#include "clrun/config/spec.hpp"
+
+using namespace clrun;
+
+namespace {
+std::string error_of(const std::string& yaml, const std::vector<Override>& overrides = {}) {
+  try {
+    parse_spec(yaml, "exp.yaml", overrides);
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST_CASE("an empty config resolves to documented defaults", "[config]") {
+  ExperimentSpec s = parse_spec("", "configs/my_exp.yaml");
+  CHECK(s.name == "my_exp");
+  CHECK(s.stream.name() == "split");
+  CHECK(s.dataset.name() == "fashion-mnist");
+  CHECK(s.backbone.name() == "mlp");
+  CHECK(s.strategy.name() == "finetune");
+  CHECK(s.train.optimizer.name() == "sgd");
+  CHECK(s.train.scheduler.name() == "constant");
+  CHECK(s.train.logits == "all");
+  nlohmann::json r = s.resolved();
+  CHECK(r.at("stream").at("dataset").at("root") == "/usr/share/datasets/fashion-mnist");
+  CHECK(r.at("train").at("optimizer").at("lr") == 0.01);
+}
+
+TEST_CASE("--set overrides values, creates blocks and expands shorthands", "[config]") {
+  ExperimentSpec s = parse_spec("strategy: finetune\ntrain: {epochs: 3}\n", "exp.yaml",
+                                {parse_override("train.optimizer.lr=0.5"), parse_override("train.epochs=7"),
+                                 parse_override("backbone.hidden=[8, 4]"), parse_override("strategy.name=joint"),
+                                 parse_override("stream.class_order={numpy_seed: 1993}")});
+  CHECK(s.train.epochs == 7);
+  CHECK(s.resolved().at("train").at("optimizer").at("lr") == 0.5);
+  CHECK(s.resolved().at("backbone").at("hidden") == nlohmann::json({8, 4}));
+  CHECK(s.strategy.name() == "joint");
+  CHECK(s.resolved().at("stream").at("class_order") == nlohmann::json({{"numpy_seed", 1993}}));
+  CHECK_THROWS_WITH(parse_override("novalue"), Catch::Contains("expected key.path=value"));
+  CHECK_THAT(error_of("", {parse_override("train.epochs=0")}), Catch::StartsWith("--set train.epochs: 0 is out of range"));
+}
+
+TEST_CASE("spec errors", "[config]") {
+  CHECK_THAT(error_of("train: {epochs: 2\n"), Catch::StartsWith("exp.yaml:2:1: YAML syntax error"));
+  CHECK_THAT(error_of("trian: {epochs: 2}"), Catch::Contains("trian: unknown key (did you mean 'train'?)"));
+  CHECK_THAT(error_of("strategy: {name: finetun}"),
+             Catch::Contains("unknown strategy 'finetun' (did you mean 'finetune'?); registered: cumulative, finetune, joint"));
+  CHECK_THAT(error_of("stream: {name: permuted, increment: 2}"), Catch::Contains("stream.increment: unknown key"));
+  CHECK_THAT(error_of("stream: {name: permuted, scenario: class-il}"), Catch::Contains("stream.scenario"));
+  CHECK_THAT(error_of("stream: {name: permuted}\ntrain: {logits: current}"),
+             Catch::Contains("train.logits: domain-il streams share every class"));
+  CHECK_THAT(error_of("stream: {class_order: [1, x]}"), Catch::Contains("stream.class_order[1]: expected an integer"));
+  CHECK_THAT(error_of("device: tpu"), Catch::Contains("device: 'tpu' is not a device"));
+  CHECK_THAT(error_of("- 1\n- 2\n"), Catch::Contains("expected a map of keys at the top level"));
+}
+
+TEST_CASE("scenario-dependent conventions are resolved", "[config]") {
+  CHECK(parse_spec("stream: {scenario: task-il}", "x.yaml").train.logits == "current");
+  CHECK(parse_spec("stream: {scenario: task-il}\ntrain: {logits: all}", "x.yaml").train.logits == "all");
+}
+
+TEST_CASE("the resolved config round-trips through YAML", "[config]") {
+  ExperimentSpec s = parse_spec("stream: {class_order: [1, 0, 2, 3, 4, 5, 6, 7, 8, 9]}\ntrain: {optimizer: {name: adamw, lr: 3e-4}}",
+                                "x.yaml");
+  nlohmann::json r = s.resolved();
+  ExperimentSpec again = parse_spec(json_to_yaml(r), "config.yaml");
+  CHECK(again.resolved() == r);
+}

@@ -1,0 +1,129 @@
+// io/ and the run as a whole: atomic writes, the run directory, metrics.json, resume after an
+// interruption giving the same numbers as an uninterrupted run.
+#include <catch2/catch.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include "clrun/core/interrupt.hpp"
+#include "clrun/io/atomic.hpp"
+#include "clrun/io/run_dir.hpp"
+#include "clrun/train/experiment.hpp"
+#include "support.hpp"
+
+using namespace clrun;
+
+TEST_CASE("atomic writes replace files whole and leave no temp files", "[io]") {
+  test::TempDir dir("atomic");
+  write_file_atomic(dir / "a.txt", "one");
+  write_file_atomic(dir / "a.txt", "two");
+  CHECK(read_file(dir / "a.txt") == "two");
+  CHECK_THROWS(write_atomic_with(dir / "b.txt", [](const std::string& tmp) {
+    write_file_atomic(tmp, "partial");
+    throw std::runtime_error("failed midway");
+  }));
+  CHECK_FALSE(std::filesystem::exists(dir / "b.txt"));
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) files += e.is_regular_file();
+  CHECK(files == 1);
+}
+
+TEST_CASE("run directory checkpoints: latest pointer and keep-last pruning", "[io]") {
+  test::TempDir dir("rundir");
+  RunDir run(dir / "r");
+  run.create();
+  CHECK_FALSE(run.latest_checkpoint());
+  for (int t = 0; t < 3; ++t) {
+    write_file_atomic(run.checkpoint_path(t), "x");
+    run.set_latest_checkpoint(t, /*keep_only_latest=*/t == 2);
+  }
+  CHECK(run.latest_checkpoint() == 2);
+  CHECK(std::filesystem::exists(run.checkpoint_path(0)));
+  CHECK_FALSE(std::filesystem::exists(run.checkpoint_path(1)));
+}
+
+namespace {
+ExperimentSpec tiny_spec(const std::string& data, const std::vector<Override>& overrides = {}) {
+  return parse_spec(test::tiny_config(data), "tiny.yaml", overrides);
+}
+}  // namespace
+
+TEST_CASE("a run writes its directory and metrics", "[io][run]") {
+  spdlog::set_level(spdlog::level::warn);
+  test::TempDir dir("run");
+  test::write_tiny_mnist(dir.path());
+  ExperimentSpec spec = tiny_spec(dir.path(), {parse_override("output.dir=" + dir.path() + "/runs")});
+  RunResult r = run_experiment(spec, {});
+  CHECK(r.run_dir == default_run_dir(spec));
+  for (const char* f : {"config.yaml", "config.json", "metrics.json", "log.txt", "checkpoints/task_002.pt"}) {
+    INFO(f);
+    CHECK(std::filesystem::exists(r.run_dir + "/" + f));
+  }
+  const nlohmann::json& m = r.metrics;
+  CHECK(m["status"] == "complete");
+  CHECK(m["class_order"].size() == 10);
+  CHECK(m["accuracy"]["random_init"].size() == 3);
+  CHECK(m["task_aware_accuracy"]["matrix"].size() == 3);
+  for (const char* key : {"final_average_accuracy", "final_accuracy_samplewise", "average_incremental_accuracy", "forgetting",
+                          "bwt", "fwt"}) {
+    INFO(key);
+    CHECK(m["metrics"].contains(key));
+  }
+  CHECK(m["metrics"]["final_average_accuracy"].get<double>() > 20.0);  // the tiny task is learnable
+  // class-IL: after task 0, task 1 is scored over classes 0..3 and the model has never seen 2, 3
+  CHECK(m["accuracy"]["matrix"][0][1].get<double>() < 50.0);
+  CHECK(m["timing"]["train_samples_per_second"].get<double>() > 0);
+  CHECK(m["environment"]["versions"].contains("libtorch"));
+  CHECK(m["config"] == spec.resolved());
+  // the resolved config reproduces the spec
+  CHECK(load_spec(r.run_dir + "/config.yaml").resolved() == spec.resolved());
+  // the directory is not silently reused
+  CHECK_THROWS_WITH(run_experiment(spec, {}), Catch::Contains("already holds a run") && Catch::Contains("--resume"));
+}
+
+TEST_CASE("resume after Ctrl-C gives the same final metrics as an uninterrupted run", "[io][run][resume]") {
+  spdlog::set_level(spdlog::level::err);  // the interruption's warning is expected here
+  test::TempDir dir("resume");
+  test::write_tiny_mnist(dir.path());
+  for (const std::string reset : {"every_task", "never"}) {
+    INFO(reset);
+    ExperimentSpec spec = tiny_spec(dir.path(), {parse_override("train.reset_optimizer=" + reset),
+                                                 parse_override("backbone.dropout=0.2")});
+    RunOptions straight;
+    straight.out_dir = dir / ("straight_" + reset);
+    nlohmann::json expected = run_experiment(spec, straight).metrics;
+
+    RunOptions first;
+    first.out_dir = dir / ("resumed_" + reset);
+    first.on_step = [](int task, int64_t step) {
+      if (task == 1 && step == 3) request_interrupt();  // as Ctrl-C would, mid-task
+    };
+    CHECK_THROWS_AS(run_experiment(spec, first), Interrupted);
+    clear_interrupt();
+    auto partial = RunDir(first.out_dir).read_json("metrics.json");
+    REQUIRE(partial);
+    CHECK((*partial)["status"] == "interrupted");
+    CHECK((*partial)["tasks_completed"] == 1);
+
+    RunOptions again;
+    again.out_dir = first.out_dir;
+    again.resume = true;
+    nlohmann::json resumed = run_experiment(spec, again).metrics;
+    CHECK(resumed["accuracy"]["correct"] == expected["accuracy"]["correct"]);
+    CHECK(resumed["task_aware_accuracy"]["correct"] == expected["task_aware_accuracy"]["correct"]);
+    CHECK(resumed["accuracy"]["random_init"] == expected["accuracy"]["random_init"]);
+    CHECK(resumed["metrics"] == expected["metrics"]);
+    CHECK(resumed["per_task"][2]["mean_loss"] == expected["per_task"][2]["mean_loss"]);
+  }
+}
+
+TEST_CASE("resume refuses a changed config", "[io][run][resume]") {
+  spdlog::set_level(spdlog::level::warn);
+  test::TempDir dir("resume_cfg");
+  test::write_tiny_mnist(dir.path());
+  RunOptions options;
+  options.out_dir = dir / "run";
+  run_experiment(tiny_spec(dir.path(), {parse_override("train.epochs=1")}), options);
+  options.resume = true;
+  CHECK_THROWS_WITH(run_experiment(tiny_spec(dir.path(), {parse_override("train.optimizer.lr=0.2")}), options),
+                    Catch::Contains("train.optimizer.lr: 0.05 -> 0.2") && Catch::Contains("train.epochs: 1 -> 2"));
+}

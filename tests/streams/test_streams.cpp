@@ -1,0 +1,102 @@
+// streams/: class orders (numpy-exact), split, permuted and rotated streams.
+#include <catch2/catch.hpp>
+
+#include "clrun/streams/class_order.hpp"
+#include "clrun/streams/stream.hpp"
+#include "support.hpp"
+
+using namespace clrun;
+
+TEST_CASE("numpy_seed class orders match numpy's legacy permutation", "[streams][class_order]") {
+  CHECK(numpy_permutation(1993, 10) == std::vector<int64_t>{4, 2, 7, 6, 0, 3, 5, 8, 9, 1});
+  std::vector<int64_t> c100 = {68, 56, 78, 8,  23, 84, 90, 65, 74, 76, 40, 89, 3,  92, 55, 9,  26, 80, 43, 38,
+                               58, 70, 77, 1,  85, 19, 17, 50, 28, 53, 13, 81, 45, 82, 6,  59, 83, 16, 15, 44,
+                               91, 41, 72, 60, 79, 52, 20, 10, 31, 54, 37, 95, 14, 71, 96, 98, 97, 2,  64, 66,
+                               42, 22, 35, 86, 24, 34, 87, 21, 99, 0,  88, 27, 18, 94, 11, 12, 47, 25, 30, 46,
+                               62, 69, 36, 61, 7,  63, 75, 5,  32, 4,  51, 48, 73, 93, 39, 67, 29, 49, 57, 33};
+  CHECK(numpy_permutation(1993, 100) == c100);
+  std::vector<int64_t> c200 = numpy_permutation(1993, 200);
+  c200.resize(20);
+  CHECK(c200 == std::vector<int64_t>{168, 136, 51, 9, 183, 101, 171, 99, 42, 159, 191, 70, 16, 188, 27, 10, 175, 26, 68, 187});
+}
+
+TEST_CASE("class order lists must be permutations", "[streams][class_order]") {
+  ClassOrder o;
+  o.kind = ClassOrder::Kind::list;
+  o.list = {0, 1, 1};
+  CHECK_THROWS_WITH(o.resolve(3, "stream.class_order"), Catch::Contains("stream.class_order: the list must be a permutation of 0..2"));
+}
+
+namespace {
+struct Fixture {
+  test::TempDir dir{"streams"};
+  Fixture() { test::write_tiny_mnist(dir.path(), 6, 3, 12); }
+  std::shared_ptr<Stream> build(const std::string& stream_yaml, uint64_t seed = 0) {
+    auto spec = parse_spec("stream: " + stream_yaml, "x.yaml",
+                           {parse_override("stream.dataset={name: mnist, root: " + dir.path() + "}")});
+    return spec.stream.build(spec.dataset.build(), seed);
+  }
+};
+}  // namespace
+
+TEST_CASE("split streams: base session, increments, remainder, remapped labels", "[streams][split]") {
+  Fixture f;
+  auto s = f.build("{name: split, base_classes: 4, increment: 3, class_order: [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]}");
+  REQUIRE(s->num_tasks() == 3);  // 4 + 3 + 3
+  CHECK(s->tasks[0].classes == std::vector<int64_t>{0, 1, 2, 3});
+  CHECK(s->tasks[2].classes == std::vector<int64_t>{7, 8, 9});
+  CHECK(s->class_order.front() == 9);
+  CHECK(s->tasks[0].train_rows.size(0) == 4 * 6);
+  CHECK(s->tasks[1].test_rows.size(0) == 3 * 3);
+  // label id k is original class order[k]: row with original label 9 now has label 0
+  torch::Tensor rows = s->tasks[0].train_rows;
+  CHECK(s->train.labels.index_select(0, rows).lt(4).all().item<bool>());
+
+  auto rem = f.build("{name: split, increment: 4}");
+  REQUIRE(rem->num_tasks() == 3);
+  CHECK(rem->tasks[2].classes.size() == 2);  // 4 + 4 + 2 (PyCIL: remainder is a smaller task)
+  CHECK(f.build("{name: split, increment: 2, num_tasks: 2}")->num_tasks() == 2);
+  CHECK_THROWS_WITH(f.build("{name: split, increment: 2, num_tasks: 9}"), Catch::Contains("stream.num_tasks"));
+  CHECK(rem->classes_of(0, 1).size() == 8);
+}
+
+TEST_CASE("inputs are normalised with the data set's statistics", "[streams]") {
+  Fixture f;
+  auto s = f.build("{name: split}");
+  torch::Tensor rows = torch::arange(5, torch::kInt64);
+  torch::Tensor x = s->inputs(s->train, rows, s->tasks[0]);
+  torch::Tensor expect = (s->train.images.index_select(0, rows).to(torch::kFloat32) / 255.0 - 0.1307) / 0.3081;
+  CHECK(torch::allclose(x, expect, 1e-5, 1e-5));
+}
+
+TEST_CASE("permuted streams: identity first, seeded and deterministic permutations", "[streams][permuted]") {
+  Fixture f;
+  auto a = f.build("{name: permuted, num_tasks: 3}", 5);
+  auto b = f.build("{name: permuted, num_tasks: 3}", 5);
+  auto c = f.build("{name: permuted, num_tasks: 3}", 6);
+  REQUIRE(a->num_tasks() == 3);
+  CHECK(a->scenario == Scenario::domain_il);
+  CHECK_FALSE(a->tasks[0].transform);
+  torch::Tensor rows = torch::arange(4, torch::kInt64);
+  torch::Tensor xa = a->inputs(a->train, rows, a->tasks[1]);
+  CHECK(xa.equal(b->inputs(b->train, rows, b->tasks[1])));
+  CHECK_FALSE(xa.equal(c->inputs(c->train, rows, c->tasks[1])));
+  CHECK_FALSE(xa.equal(a->inputs(a->train, rows, a->tasks[2])));
+  // a permutation moves pixels but keeps their multiset
+  torch::Tensor x0 = a->inputs(a->train, rows, a->tasks[0]);
+  CHECK(torch::allclose(std::get<0>(xa.flatten(1).sort(1)), std::get<0>(x0.flatten(1).sort(1)), 1e-5, 1e-5));
+  CHECK(a->tasks[1].train_rows.size(0) == a->train.size());
+}
+
+TEST_CASE("rotated streams rotate by the task's angle", "[streams][rotated]") {
+  Fixture f;
+  auto s = f.build("{name: rotated, num_tasks: 2, angles: [0, 90]}");
+  torch::Tensor rows = torch::arange(3, torch::kInt64);
+  torch::Tensor x0 = s->inputs(s->train, rows, s->tasks[0]);
+  torch::Tensor x90 = s->inputs(s->train, rows, s->tasks[1]);
+  // 90 degrees on an even-sized grid maps pixels onto pixels exactly: compare with rot90
+  bool matches = torch::allclose(x90, torch::rot90(x0, 1, {2, 3}), 1e-4, 1e-4) ||
+                 torch::allclose(x90, torch::rot90(x0, -1, {2, 3}), 1e-4, 1e-4);
+  CHECK(matches);
+  CHECK_THROWS_WITH(f.build("{name: rotated, num_tasks: 3, angles: [0, 90]}"), Catch::Contains("stream.angles: has 2 angles"));
+}

@@ -1,0 +1,75 @@
+// Test helpers: a tiny synthetic MNIST-format data set written by the tests themselves, temp
+// directories, and a small experiment config over that data.
+#pragma once
+#include <filesystem>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "clrun/config/spec.hpp"
+#include "clrun/data/idx.hpp"
+
+namespace clrun::test {
+
+/// A fresh empty directory under the system temp dir, removed when the object dies.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag) {
+    path_ = std::filesystem::temp_directory_path() /
+            ("clrun_test_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string path() const { return path_.string(); }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  static int& counter() {
+    static int n = 0;
+    return n;
+  }
+  std::filesystem::path path_;
+};
+
+/// Writes a learnable 10-class data set of `size`x`size` images (size >= 11): class c is a
+/// bright bar at row c + 1 plus noise. Train images are gzipped (the other files plain) so both paths are read.
+inline void write_tiny_mnist(const std::string& dir, int64_t train_per_class = 20, int64_t test_per_class = 10,
+                             int64_t size = 12) {
+  torch::manual_seed(1234);
+  auto make = [&](int64_t per_class) {
+    int64_t n = per_class * 10;
+    torch::Tensor labels = torch::arange(n, torch::kInt64).remainder(10);
+    torch::Tensor images = torch::randint(0, 60, {n, size, size}, torch::kInt64);
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t c = labels[i].item<int64_t>();
+      images[i][c + 1].fill_(220);
+    }
+    return std::make_pair(images.to(torch::kUInt8), labels.to(torch::kUInt8));
+  };
+  auto [train_x, train_y] = make(train_per_class);
+  auto [test_x, test_y] = make(test_per_class);
+  write_idx(dir + "/train-images-idx3-ubyte.gz", train_x);
+  write_idx(dir + "/train-labels-idx1-ubyte", train_y);
+  write_idx(dir + "/t10k-images-idx3-ubyte", test_x);
+  write_idx(dir + "/t10k-labels-idx1-ubyte", test_y);
+}
+
+/// A small class-IL experiment on the tiny data set in `data_dir`; `extra` YAML lines are
+/// appended at the top level.
+inline std::string tiny_config(const std::string& data_dir, const std::string& extra = "") {
+  return "name: tiny\n"
+         "seed: 3\n"
+         "device: cpu\n"
+         "stream: {name: split, dataset: {name: mnist, root: " + data_dir + "}, increment: 2, num_tasks: 3}\n"
+         "backbone: {name: mlp, hidden: [32]}\n"
+         "train: {epochs: 2, batch_size: 16, optimizer: {name: sgd, lr: 0.05, momentum: 0.9}}\n"
+         "eval: {batch_size: 64}\n" + extra;
+}
+
+}  // namespace clrun::test

@@ -1,0 +1,146 @@
+// train/: optimizers (serialisation round trip), schedulers, the training loop's bookkeeping.
+#include <catch2/catch.hpp>
+
+#include <sstream>
+
+#include "clrun/train/trainer.hpp"
+#include "support.hpp"
+
+using namespace clrun;
+
+namespace {
+std::vector<torch::Tensor> make_params() {
+  torch::manual_seed(0);
+  return {torch::randn({4, 3}).requires_grad_(), torch::randn({3}).requires_grad_()};
+}
+void fake_step(torch::optim::Optimizer& opt, std::vector<torch::Tensor>& params, int k) {
+  opt.zero_grad();
+  torch::Tensor loss = (params[0].sum() * (k + 1)).pow(2) + params[1].pow(3).sum();
+  loss.backward();
+  opt.step();
+}
+std::vector<torch::Tensor> clone_all(const std::vector<torch::Tensor>& ps) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : ps) out.push_back(p.detach().clone().requires_grad_());
+  return out;
+}
+}  // namespace
+
+TEST_CASE("a reloaded optimizer continues exactly like one that never stopped", "[train][optim]") {
+  for (const std::string name : {"sgd", "adam", "adamw"}) {
+    INFO(name);
+    auto spec = parse_spec("train: {optimizer: {name: " + name + (name == "sgd" ? ", momentum: 0.9" : "") + "}}", "x.yaml");
+    auto a = make_params();
+    auto opt_a = spec.train.optimizer.build(a);
+    for (int k = 0; k < 3; ++k) fake_step(*opt_a, a, k);
+    // save, then restore into fresh parameters and a fresh optimizer
+    torch::serialize::OutputArchive out;
+    opt_a->save(out);
+    std::ostringstream buffer;
+    out.save_to(buffer);
+    auto b = clone_all(a);
+    auto opt_b = spec.train.optimizer.build(b);
+    torch::serialize::InputArchive in;
+    std::istringstream read(buffer.str());
+    in.load_from(read);
+    opt_b->load(in);
+    for (int k = 3; k < 6; ++k) {
+      fake_step(*opt_a, a, k);
+      fake_step(*opt_b, b, k);
+    }
+    CHECK(a[0].equal(b[0]));
+    CHECK(a[1].equal(b[1]));
+  }
+}
+
+TEST_CASE("schedulers give PyTorch's learning rates", "[train][scheduler]") {
+  auto sched = [](const std::string& yaml) { return parse_spec("train: {scheduler: " + yaml + "}", "x.yaml").train.scheduler.build(); };
+  auto constant = sched("constant");
+  CHECK(constant->lr(0.1, 5, 10) == 0.1);
+  auto cosine = sched("{name: cosine, eta_min: 0.001}");
+  CHECK(cosine->lr(0.1, 0, 10) == Approx(0.1));
+  CHECK(cosine->lr(0.1, 5, 10) == Approx(0.001 + (0.1 - 0.001) * 0.5));
+  CHECK(cosine->lr(0.1, 10, 10) == Approx(0.001));
+  CHECK(cosine->interval == Scheduler::Interval::epoch);
+  auto step = sched("{name: step, milestones: [2, 4], gamma: 0.5, interval: step}");
+  CHECK(step->lr(1.0, 1, 10) == Approx(1.0));
+  CHECK(step->lr(1.0, 2, 10) == Approx(0.5));
+  CHECK(step->lr(1.0, 7, 10) == Approx(0.25));
+  CHECK(step->interval == Scheduler::Interval::step);
+  auto warm = sched("{name: cosine, warmup: 1}");
+  CHECK(warm->lr(1.0, 0, 5) == Approx(0.5));
+  CHECK(warm->lr(1.0, 1, 5) == Approx(1.0));
+}
+
+namespace {
+struct Setup {
+  test::TempDir dir{"train"};
+  ExperimentSpec spec;
+  std::shared_ptr<Stream> stream;
+  explicit Setup(const std::vector<Override>& overrides = {}) {
+    test::write_tiny_mnist(dir.path());
+    spec = parse_spec(test::tiny_config(dir.path()), "tiny.yaml", overrides);
+    stream = spec.stream.build(spec.dataset.build(), spec.seed);
+  }
+  Classifier model() {
+    torch::manual_seed(11);
+    return Classifier(spec.backbone.build(stream->input_shape), stream->num_classes);
+  }
+};
+}  // namespace
+
+TEST_CASE("training is deterministic given the seed and learns the task", "[train]") {
+  Setup s;
+  Strategy plain_a, plain_b;
+  Classifier a = s.model(), b = s.model();
+  Trainer ta(s.spec, *s.stream, a, plain_a), tb(s.spec, *s.stream, b, plain_b);
+  TaskStats first = ta.train_task(0);
+  tb.train_task(0);
+  CHECK(a->head->weight.equal(b->head->weight));
+  CHECK(first.samples == 2 * 40);
+  CHECK(std::isfinite(first.mean_loss));
+  TaskStats second = ta.train_task(0);  // same task again: the loss has dropped
+  CHECK(second.mean_loss < first.mean_loss);
+}
+
+TEST_CASE("iterations, drop_last, grad clipping and the logits convention", "[train]") {
+  SECTION("iterations override epochs") {
+    Setup s({parse_override("train.iterations=5")});
+    Strategy plain;
+    Classifier m = s.model();
+    CHECK(Trainer(s.spec, *s.stream, m, plain).train_task(0).steps == 5);
+  }
+  SECTION("drop_last drops the partial batch") {
+    Setup s({parse_override("train.drop_last=true"), parse_override("train.epochs=1")});
+    Strategy plain;
+    Classifier m = s.model();
+    TaskStats st = Trainer(s.spec, *s.stream, m, plain).train_task(0);
+    CHECK(st.steps == 2);
+    CHECK(st.samples == 32);
+  }
+  SECTION("grad clipping bounds each update") {
+    Setup s({parse_override("train.grad_clip=1e-6"), parse_override("train.optimizer={name: sgd, lr: 1.0}"),
+             parse_override("train.iterations=1")});
+    Strategy plain;
+    Classifier m = s.model();
+    std::vector<torch::Tensor> before;
+    for (const auto& p : m->parameters()) before.push_back(p.detach().clone());
+    Trainer(s.spec, *s.stream, m, plain).train_task(0);
+    double moved = 0;
+    auto params = m->parameters();
+    for (std::size_t i = 0; i < params.size(); ++i) moved += (params[i].detach() - before[i]).pow(2).sum().item<double>();
+    CHECK(std::sqrt(moved) <= 1.01e-6);
+    CHECK(std::sqrt(moved) > 0);
+  }
+  SECTION("logits: current trains only the current task's head rows") {
+    Setup s({parse_override("train.logits=current"), parse_override("train.optimizer={name: sgd, lr: 0.1}")});
+    Strategy plain;
+    Classifier m = s.model();
+    torch::Tensor before = m->head->weight.detach().clone();
+    Trainer(s.spec, *s.stream, m, plain).train_task(1);  // classes 2, 3
+    torch::Tensor moved = (m->head->weight.detach() - before).abs().sum(1);
+    CHECK(moved[2].item<float>() > 0);
+    CHECK(moved[0].item<float>() == 0);
+    CHECK(moved[9].item<float>() == 0);
+  }
+}
