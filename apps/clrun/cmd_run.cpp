@@ -18,6 +18,7 @@ struct RunArgs {
   std::string seed;
   std::string device;
   bool resume = false;
+  bool overwrite = false;
   std::string progress = "auto";
 };
 }  // namespace
@@ -39,6 +40,7 @@ void set_run_command(CLI::App& app) {
   app.add_option("--seed", args->seed, "run seed (same as --set seed=N)");
   app.add_option("--device", args->device, "auto | cpu | cuda | cuda:N (same as --set device=...)");
   app.add_flag("--resume", args->resume, "continue the run in the run directory from its last completed task");
+  app.add_flag("--overwrite", args->overwrite, "replace the run already in the run directory");
   app.add_option("--progress", args->progress, "progress display: auto (bar on a terminal), bar, log")
       ->check(CLI::IsMember({"auto", "bar", "log"}));
   app.callback([&app, args] {
@@ -48,6 +50,7 @@ void set_run_command(CLI::App& app) {
     RunOptions options;
     options.out_dir = args->out;
     options.resume = args->resume;
+    options.overwrite = args->overwrite;
     options.progress_bar = args->progress == "bar" || (args->progress == "auto" && isatty(STDOUT_FILENO));
     options.started = g_started;
     install_interrupt_handler();

@@ -78,6 +78,15 @@ TEST_CASE("a run writes its directory and metrics", "[io][run]") {
   CHECK(load_spec(r.run_dir + "/config.yaml").resolved() == spec.resolved());
   // the directory is not silently reused
   CHECK_THROWS_WITH(run_experiment(spec, {}), Catch::Contains("already holds a run") && Catch::Contains("--resume"));
+  RunOptions overwrite;
+  overwrite.overwrite = true;
+  CHECK(run_experiment(spec, overwrite).metrics["accuracy"]["correct"] == m["accuracy"]["correct"]);
+  // --overwrite never deletes a directory that is not a run directory
+  std::filesystem::create_directories(dir / "precious");
+  write_file_atomic(dir / "precious/notes.txt", "keep me");
+  overwrite.out_dir = dir / "precious";
+  CHECK_THROWS_WITH(run_experiment(spec, overwrite), Catch::Contains("not a clrun run directory"));
+  CHECK(std::filesystem::exists(dir / "precious/notes.txt"));
 }
 
 TEST_CASE("resume after Ctrl-C gives the same final metrics as an uninterrupted run", "[io][run][resume]") {

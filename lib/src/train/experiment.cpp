@@ -131,12 +131,31 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
   const auto run_start = Clock::now();
   RunDir dir(options.out_dir.empty() ? default_run_dir(spec) : options.out_dir);
   const nlohmann::json resolved = spec.resolved();
+  // ---- environment and data: bad input fails here, before the run directory is touched
+
+  if (spec.threads > 0) torch::set_num_threads(static_cast<int>(spec.threads));
+  const torch::Device device = resolve_device(spec.device, "device");
+  torch::manual_seed(spec.seed);
+  std::shared_ptr<const Dataset> dataset = spec.dataset.build();
+  std::shared_ptr<Stream> stream = spec.stream.build(dataset, spec.seed);
+  dataset.reset();  // the stream holds the data now
+  stream->to(device);
+
   std::optional<nlohmann::json> previous = dir.read_json("metrics.json");
+  if (options.resume && options.overwrite) throw InputError("--resume and --overwrite exclude each other");
+  if (options.overwrite && dir.exists()) {
+    // Only a directory that looks like a run directory is ever deleted.
+    if (!previous && !std::filesystem::exists(dir.file("config.json")) && !std::filesystem::is_empty(dir.path()))
+      throw InputError("--overwrite: " + dir.path() + " is not a clrun run directory (no metrics.json or "
+                       "config.json); refusing to delete it");
+    std::filesystem::remove_all(dir.path());
+    previous.reset();
+  }
 
   if (previous && !options.resume)
     throw InputError(dir.path() + " already holds a run (status: " + previous->value("status", "?") +
                      ", " + std::to_string(previous->value("tasks_completed", 0)) + " tasks done): pass --resume to "
-                     "continue it, or --out DIR for a new run directory");
+                     "continue it, --overwrite to replace it, or --out DIR for a new run directory");
   if (previous && options.resume) {
     std::optional<nlohmann::json> old_config = dir.read_json("config.json");
     if (old_config) {
@@ -154,19 +173,10 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
                                       json_to_yaml(resolved));
   }
   spdlog::info("run directory: {}", dir.path());
-
-  // ---- environment --------------------------------------------------------------------------
-  if (spec.threads > 0) torch::set_num_threads(static_cast<int>(spec.threads));
-  const torch::Device device = resolve_device(spec.device, "device");
   const nlohmann::json env = environment_json();
   log_environment(env, device.str());
 
-  // ---- build --------------------------------------------------------------------------------
-  torch::manual_seed(spec.seed);
-  std::shared_ptr<const Dataset> dataset = spec.dataset.build();
-  std::shared_ptr<Stream> stream = spec.stream.build(dataset, spec.seed);
-  dataset.reset();  // the stream holds the data now
-  stream->to(device);
+  // ---- model and strategy
   torch::manual_seed(derive_seed(spec.seed, {seed_purpose::model_init}));
   Classifier model(spec.backbone.build(stream->input_shape), stream->num_classes);
   model->to(device);

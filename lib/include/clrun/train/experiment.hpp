@@ -15,6 +15,7 @@ namespace clrun {
 struct RunOptions {
   std::string out_dir;        ///< run directory; empty = default_run_dir(spec)
   bool resume = false;        ///< continue from the last completed task
+  bool overwrite = false;     ///< replace a run already in the run directory
   bool progress_bar = false;  ///< draw a terminal bar (else periodic log lines)
   /// Process start, for the startup-to-first-step figure.
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
@@ -32,7 +33,7 @@ struct RunResult {
 std::string default_run_dir(const ExperimentSpec& spec);
 
 /// Runs (or resumes) the experiment. Throws InputError for bad input (including a run
-/// directory that already holds a run and no --resume), Interrupted after Ctrl-C once
+/// directory that already holds a run and neither --resume nor --overwrite), Interrupted after Ctrl-C once
 /// metrics.json and the last checkpoint are safely written.
 RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options);
 
