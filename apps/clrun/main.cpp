@@ -20,6 +20,8 @@ std::chrono::steady_clock::time_point g_started = std::chrono::steady_clock::now
 int main(int argc, char** argv) {
   using namespace clrun;
   using namespace clrun::app;
+  g_started = std::chrono::steady_clock::now() - std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                     std::chrono::duration<double>(process_age_seconds()));
   auto console = std::make_shared<spdlog::sinks::stdout_sink_mt>();
   console->set_pattern("[%H:%M:%S] %^%l%$ %v");
   spdlog::set_default_logger(std::make_shared<spdlog::logger>("clrun", console));

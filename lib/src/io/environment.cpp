@@ -5,7 +5,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <torch/torch.h>
@@ -36,6 +38,22 @@ BlasInfo detect_blas() {
       info.threads = fn();
   }
   return info;
+}
+
+double process_age_seconds() {
+  std::ifstream stat("/proc/self/stat"), uptime_file("/proc/uptime");
+  std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  double uptime = 0;
+  uptime_file >> uptime;
+  // field 22 (starttime, in clock ticks after boot) counts from the last ')' (the name may hold spaces)
+  std::size_t close = content.rfind(')');
+  if (close == std::string::npos || uptime <= 0) return 0;
+  std::istringstream fields(content.substr(close + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && (fields >> field); ++i) {
+  }
+  double started = std::stod(field) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  return std::max(0.0, uptime - started);
 }
 
 double peak_rss_mib() {

@@ -288,11 +288,12 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
   nlohmann::json final_metrics = metrics_json("complete");
   dir.write_json("metrics.json", final_metrics);
   const auto& named = final_metrics.at("metrics");
+  auto shown = [](const nlohmann::json& x) { return x.is_null() ? std::string("n/a") : fmt::format("{:.2f}", x.get<double>()); };
   spdlog::info("done in {:.1f}s (train {:.1f}s, eval {:.1f}s): final average accuracy {:.2f}, average incremental "
                "accuracy {:.2f}, forgetting {}, bwt {}, fwt {}",
                final_metrics["timing"]["wall_seconds"].get<double>(), state.train_seconds, state.eval_seconds,
                named.at("final_average_accuracy").get<double>(), named.at("average_incremental_accuracy").get<double>(),
-               named.at("forgetting").dump(), named.at("bwt").dump(), named.at("fwt").dump());
+               shown(named.at("forgetting")), shown(named.at("bwt")), shown(named.at("fwt")));
   spdlog::info("metrics: {}", dir.file("metrics.json"));
   return {dir.path(), final_metrics};
 }

@@ -20,6 +20,10 @@ struct BlasInfo {
 };
 BlasInfo detect_blas();
 
+/// Seconds since this process started (from /proc; 0 if unavailable), so that startup figures
+/// include loading the shared libraries, not just the time since main().
+double process_age_seconds();
+
 /// Peak resident set size of this process in MiB.
 double peak_rss_mib();
 
