@@ -31,7 +31,7 @@ TEST_CASE("an empty config resolves to documented defaults", "[config]") {
   CHECK(r.at("train").at("optimizer").at("lr") == 0.01);
 }
 
-TEST_CASE("--set overrides values, creates blocks and expands shorthands", "[config]") {
+TEST_CASE("overrides (--set) change values, create blocks and expand shorthands", "[config]") {
   ExperimentSpec s = parse_spec("strategy: finetune\ntrain: {epochs: 3}\n", "exp.yaml",
                                 {parse_override("train.optimizer.lr=0.5"), parse_override("train.epochs=7"),
                                  parse_override("backbone.hidden=[8, 4]"), parse_override("strategy.name=joint"),
