@@ -11,6 +11,7 @@
 #include <thread>
 
 #include <torch/torch.h>
+#include <torch/version.h>
 
 namespace clrun {
 
@@ -71,7 +72,7 @@ nlohmann::json environment_json() {
       {"clrun_version", b.clrun_version},
       {"git_commit", b.git_commit},
       {"versions",
-       {{"libtorch", b.torch_version},
+       {{"libtorch", TORCH_VERSION},  // the headers compiled against
         {"yaml_cpp", b.yaml_cpp_version},
         {"spdlog", b.spdlog_version},
         {"nlohmann_json", b.nlohmann_json_version},

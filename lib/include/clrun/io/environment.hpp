@@ -7,7 +7,7 @@
 namespace clrun {
 
 struct BuildInfo {
-  std::string clrun_version, git_commit, torch_version, yaml_cpp_version, spdlog_version,
+  std::string clrun_version, git_commit, yaml_cpp_version, spdlog_version,
       nlohmann_json_version, cli11_version, compiler;
 };
 /// Generated at build time (cmake/build_info.cmake).
