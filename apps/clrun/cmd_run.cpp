@@ -51,7 +51,7 @@ void set_run_command(CLI::App& app) {
     options.out_dir = args->out;
     options.resume = args->resume;
     options.overwrite = args->overwrite;
-    options.progress_bar = args->progress == "bar" || (args->progress == "auto" && isatty(STDOUT_FILENO));
+    options.progress_bar = args->progress == "bar" || (args->progress == "auto" && isatty(STDERR_FILENO));
     options.started = g_started;
     install_interrupt_handler();
     run_experiment(spec, options);

@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   using namespace clrun::app;
   g_started = std::chrono::steady_clock::now() - std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                                      std::chrono::duration<double>(process_age_seconds()));
-  auto console = std::make_shared<spdlog::sinks::stdout_sink_mt>();
+  auto console = std::make_shared<spdlog::sinks::stderr_sink_mt>();  // stdout stays clean for validate/list output
   console->set_pattern("[%H:%M:%S] %^%l%$ %v");
   spdlog::set_default_logger(std::make_shared<spdlog::logger>("clrun", console));
   spdlog::flush_on(spdlog::level::info);

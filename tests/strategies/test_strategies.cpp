@@ -1,6 +1,8 @@
 // strategies/: every hook is reached in the documented order; every registered strategy runs.
 #include <catch2/catch.hpp>
 
+#include <numeric>
+
 #include <spdlog/spdlog.h>
 
 #include "clrun/eval/evaluator.hpp"
@@ -119,4 +121,47 @@ TEST_CASE("joint trains once on everything; cumulative on all tasks so far", "[s
   nlohmann::json cumulative = run("cumulative");
   CHECK(cumulative["per_task"][1]["samples"] == 80);
   CHECK(cumulative["per_task"][1]["trained_on"] == nlohmann::json({0, 1}));
+}
+
+TEST_CASE("cumulative on a domain stream gives each sample its own task's transform", "[strategies][domain]") {
+  spdlog::set_level(spdlog::level::warn);
+  test::TempDir dir("domain");
+  test::write_tiny_mnist(dir.path());
+  ExperimentSpec spec = parse_spec(test::tiny_config(dir.path()), "tiny.yaml",
+                                   {parse_override("stream={name: permuted, num_tasks: 3, dataset: {name: mnist, root: " + dir.path() + "}}"),
+                                    parse_override("strategy.name=cumulative"), parse_override("train.epochs=1")});
+  auto stream = spec.stream.build(spec.dataset.build(), spec.seed);
+  // A batch from the union of tasks 0..2 must equal each task's own transform of its rows.
+  class Check : public Strategy {
+   public:
+    explicit Check(const Stream& s) {
+      for (const Task& t : s.tasks) inputs_.push_back(s.inputs(s.train, t.train_rows, t));
+    }
+    std::vector<int> training_tasks(int task, int) const override {
+      std::vector<int> all(task + 1);
+      std::iota(all.begin(), all.end(), 0);
+      return all;
+    }
+    int64_t matched = 0, batches = 0;
+
+   protected:
+    void on_before_forward(StepContext& ctx) override {
+      ++batches;
+      // every input row equals the transform of some task applied to some training image
+      for (int64_t i = 0; i < ctx.x.size(0); ++i) {
+        bool found = false;
+        for (int t = 0; t <= ctx.task && !found; ++t)
+          found = (inputs_[t] - ctx.x[i]).abs().flatten(1).amax(1).lt(1e-5).any().item<bool>();
+        matched += found;
+      }
+    }
+
+   private:
+    std::vector<torch::Tensor> inputs_;  ///< every training input of each task, transformed
+  } check(*stream);
+  Classifier model(spec.backbone.build(stream->input_shape), stream->num_classes);
+  Trainer trainer(spec, *stream, model, check);
+  TaskStats stats = trainer.train_task(2);
+  CHECK(stats.samples == 3 * 200);
+  CHECK(check.matched == stats.samples);
 }

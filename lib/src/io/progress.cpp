@@ -37,9 +37,9 @@ void Progress::draw(std::chrono::steady_clock::time_point now, int64_t steps, in
     int filled = static_cast<int>(frac * width);
     std::string bar(filled, '#');
     bar.resize(width, '.');
-    std::fprintf(stdout, "\r%s [%s] %3.0f%% %lld/%lld steps  %.0f samples/s  ETA %s   ", label_.c_str(), bar.c_str(),
+    std::fprintf(stderr, "\r%s [%s] %3.0f%% %lld/%lld steps  %.0f samples/s  ETA %s   ", label_.c_str(), bar.c_str(),
                  100 * frac, static_cast<long long>(steps), static_cast<long long>(total_), rate, format_duration(eta).c_str());
-    std::fflush(stdout);
+    std::fflush(stderr);
     drawn_ = true;
     next_draw_ = now + std::chrono::milliseconds(100);
   } else {
@@ -51,8 +51,8 @@ void Progress::draw(std::chrono::steady_clock::time_point now, int64_t steps, in
 
 void Progress::finish() {
   if (bar_ && drawn_) {
-    std::fprintf(stdout, "\r%*s\r", 110, "");
-    std::fflush(stdout);
+    std::fprintf(stderr, "\r%*s\r", 110, "");
+    std::fflush(stderr);
   }
   drawn_ = false;
 }

@@ -1,4 +1,4 @@
-// Training progress: a redrawn bar with rate and ETA when stdout is a terminal, plain log lines
+// Training progress: a redrawn bar with rate and ETA when stderr is a terminal, plain log lines
 // every few seconds otherwise. update() is called every step and only reads the clock.
 #pragma once
 #include <chrono>
