@@ -31,6 +31,8 @@ BareResult bare_loop(const ExperimentSpec& spec) {
   const nlohmann::json& sgd = spec.train.optimizer.resolved;
   if (spec.backbone.name() != "mlp" || spec.train.optimizer.name() != "sgd")
     throw InputError("clrun_bench compares an mlp backbone trained with sgd");
+  for (const Task& task : stream->tasks)
+    if (task.transform) throw InputError("clrun_bench's bare loop has no input transforms: use a split stream");
   torch::manual_seed(spec.seed);
   torch::nn::Sequential net{torch::nn::Flatten()};
   int64_t in = 1;

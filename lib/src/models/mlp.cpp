@@ -27,7 +27,8 @@ struct MlpOptions {
 
 class Mlp : public Backbone {
  public:
-  Mlp(const MlpOptions& o, const std::vector<int64_t>& input_shape) : options_(o) {
+  Mlp(const MlpOptions& o, const std::vector<int64_t>& input_shape)
+      : options_(o), activation_(o.activation == "relu" ? Activation::relu : o.activation == "tanh" ? Activation::tanh : Activation::gelu) {
     int64_t in = 1;
     for (int64_t d : input_shape) in *= d;
     for (std::size_t i = 0; i < o.hidden.size(); ++i) {
@@ -40,9 +41,11 @@ class Mlp : public Backbone {
     torch::Tensor x = input.flatten(1);
     for (auto& layer : layers_) {
       x = layer->forward(x);
-      if (options_.activation == "relu") x.relu_();  // in place: the Linear output is not needed by autograd
-      else if (options_.activation == "tanh") x = torch::tanh(x);
-      else x = torch::gelu(x);
+      switch (activation_) {
+        case Activation::relu: x.relu_(); break;  // in place: autograd does not need the Linear output
+        case Activation::tanh: x = torch::tanh(x); break;
+        case Activation::gelu: x = torch::gelu(x); break;
+      }
       if (options_.dropout > 0) x = F::dropout(x, F::DropoutFuncOptions().p(options_.dropout).training(is_training()));
     }
     return x;
@@ -50,7 +53,9 @@ class Mlp : public Backbone {
   int64_t feature_dim() const override { return options_.hidden.back(); }
 
  private:
+  enum class Activation { relu, tanh, gelu };
   MlpOptions options_;
+  Activation activation_;
   std::vector<torch::nn::Linear> layers_;
 };
 
