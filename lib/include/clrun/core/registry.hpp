@@ -118,9 +118,7 @@ Component<R> parse_component(const R& registry, const ConfigNode& node,
   c.entry = &registry.get(name, node.child("name").present() ? node.child("name") : node);
   reserved.push_back("name");
   c.options = c.entry->parse(params, reserved, c.resolved);
-  nlohmann::json ordered = {{"name", c.entry->name}};
-  ordered.update(c.resolved);
-  c.resolved = std::move(ordered);
+  c.resolved["name"] = c.entry->name;
   return c;
 }
 
