@@ -3,6 +3,7 @@
 #include "clrun/train/trainer.hpp"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 #include <torch/torch.h>
 
 #include <spdlog/spdlog.h>
@@ -203,6 +204,8 @@ void Trainer::save_checkpoint(const std::string& path, const nlohmann::json& sta
   strategy_.save(strategy_archive);
   archive.write("strategy", strategy_archive);
   archive.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
+  const torch::Device device = stream_.device();
+  if (!device.is_cpu()) archive.write("rng_device", at::globalContext().defaultGenerator(device).get_state());
   archive.write("state", c10::IValue(state.dump()));
   write_atomic_with(path, [&](const std::string& tmp) { archive.save_to(tmp); });
 }
@@ -226,6 +229,14 @@ nlohmann::json Trainer::load_checkpoint(const std::string& path) {
   archive.read("rng_cpu", rng);
   at::Generator cpu_rng = at::detail::getDefaultCPUGenerator();  // set_state() is non-const
   cpu_rng.set_state(rng.to(torch::kCPU));
+  const torch::Device device = stream_.device();
+  if (!device.is_cpu()) {
+    torch::Tensor device_rng;
+    if (archive.try_read("rng_device", device_rng)) {
+      at::Generator gen = at::globalContext().defaultGenerator(device);
+      gen.set_state(device_rng.to(torch::kCPU));
+    }
+  }
   c10::IValue state;
   archive.read("state", state);
   return nlohmann::json::parse(state.toStringRef());
