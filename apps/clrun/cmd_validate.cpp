@@ -2,7 +2,6 @@
 #include <iostream>
 
 #include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
 
 #include "clrun/config/spec.hpp"
 #include "clrun/train/experiment.hpp"

@@ -6,7 +6,6 @@
 #include <ATen/Context.h>
 #include <torch/torch.h>
 
-#include <spdlog/spdlog.h>
 
 #include "clrun/core/interrupt.hpp"
 #include "clrun/core/seed.hpp"
