@@ -15,6 +15,11 @@ Registries make_registries() {
   register_finetune(r.strategies);
   register_joint(r.strategies);
   register_cumulative(r.strategies);
+  register_ewc(r.strategies);
+  register_si(r.strategies);
+  register_lwf(r.strategies);
+  register_replay(r.strategies);
+  register_agem(r.strategies);
   register_optimizers(r.optimizers);
   register_schedulers(r.schedulers);
   return r;

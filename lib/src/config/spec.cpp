@@ -65,6 +65,14 @@ void fill_options(Options& target, const ConfigNode& node, std::vector<std::stri
   reader.finish();
 }
 
+/// Keys shared by every component of a block, read beside the component's own.
+template <class Options>
+void read_common(Options& target, const ConfigNode& node) {
+  if (!node.present() || !node.is_map()) return;  // shorthand `backbone: mlp`: defaults
+  ConfigReader reader(node);
+  target.fields(reader);
+}
+
 }  // namespace
 
 Override parse_override(const std::string& text) {
@@ -97,9 +105,11 @@ ExperimentSpec parse_spec(const std::string& yaml_text, const std::string& sourc
   if (spec.name.empty()) spec.name = std::filesystem::path(source_name).stem().string();
 
   ConfigNode stream = root.child("stream");
-  spec.stream = parse_component(reg.streams, stream, "split", {"dataset"});
+  spec.stream = parse_component(reg.streams, stream, "split", {"dataset", "validation"});
+  read_common(spec.stream_common, stream);
   spec.dataset = parse_component(reg.datasets, stream.child("dataset"), "fashion-mnist");
-  spec.backbone = parse_component(reg.backbones, root.child("backbone"), "mlp");
+  spec.backbone = parse_component(reg.backbones, root.child("backbone"), "mlp", {"init"});
+  read_common(spec.backbone_common, root.child("backbone"));
   spec.strategy = parse_component(reg.strategies, root.child("strategy"), "finetune");
 
   ConfigNode train = root.child("train");
@@ -131,7 +141,9 @@ nlohmann::json ExperimentSpec::resolved() const {
   nlohmann::json j = top.json();
   j["stream"] = stream.resolved;
   j["stream"]["dataset"] = dataset.resolved;
+  j["stream"].update(options_to_json(stream_common));
   j["backbone"] = backbone.resolved;
+  j["backbone"].update(options_to_json(backbone_common));
   j["strategy"] = strategy.resolved;
   JsonWriter train_json;
   copy.train.fields(train_json);

@@ -15,10 +15,10 @@ torch::Tensor Evaluator::logit_mask(const std::vector<int64_t>& classes, int64_t
   return mask.to(device);
 }
 
-EvalRow Evaluator::evaluate(Classifier& model, int trained_task) {
+EvalRow Evaluator::evaluate(Model& model, int trained_task) {
   torch::NoGradGuard no_grad;
-  const bool was_training = model->is_training();
-  model->eval();
+  const bool was_training = model.is_training();
+  model.eval();
   const bool class_il = stream_.scenario == Scenario::class_il;
   const bool task_il = stream_.scenario == Scenario::task_il;
   const torch::Device device = stream_.device();
@@ -33,10 +33,13 @@ EvalRow Evaluator::evaluate(Classifier& model, int trained_task) {
     torch::Tensor correct_aware = torch::zeros_like(correct);
     const int64_t n = task.test_rows.size(0);
     for (int64_t start = 0; start < n; start += batch_size_) {
-      torch::Tensor rows = task.test_rows.slice(0, start, std::min(n, start + batch_size_));
-      torch::Tensor logits = model->forward(stream_.inputs(stream_.test, rows, task));
-      logits = strategy_.eval_logits(EvalContext{trained_task, task.index, model, stream_}, logits);
-      torch::Tensor y = stream_.test.labels.index_select(0, rows);
+      Batch batch;
+      batch.index = task.test_rows.slice(0, start, std::min(n, start + batch_size_));
+      batch.inputs = stream_.inputs(stream_.test, batch.index, task);
+      batch.targets = stream_.test.labels.index_select(0, batch.index);
+      batch.task_ids = torch::full_like(batch.index, task.index);
+      torch::Tensor logits = strategy_.eval_logits(EvalContext{trained_task, task.index, model, stream_}, model.forward(batch));
+      const torch::Tensor& y = batch.targets;
       torch::Tensor scored = main_mask.defined() ? logits + main_mask : logits;
       correct += scored.argmax(1).eq(y).sum();
       if (class_il) correct_aware += (logits + task_mask).argmax(1).eq(y).sum();
@@ -44,7 +47,7 @@ EvalRow Evaluator::evaluate(Classifier& model, int trained_task) {
     row.correct.push_back(correct.item<int64_t>());
     if (class_il) row.correct_task_aware.push_back(correct_aware.item<int64_t>());
   }
-  model->train(was_training);
+  model.train(was_training);
   return row;
 }
 

@@ -84,8 +84,8 @@ Metrics compute_metrics(const AccuracyMatrix& m) {
   if (T >= 2) {
     std::vector<double> forgetting, bwt;
     for (int i = 0; i < last; ++i) {
-      double best = m.accuracy(i, i);  // max over t in [i, T-2]; rows before i have not seen task i
-      for (int t = 0; t < last; ++t) best = std::max(best, m.accuracy(t, i));
+      double best = m.accuracy(i, i);  // max over t in [i, T-2]: rows before i had not learned task i
+      for (int t = i + 1; t < last; ++t) best = std::max(best, m.accuracy(t, i));
       forgetting.push_back(best - m.accuracy(last, i));
       bwt.push_back(m.accuracy(last, i) - m.accuracy(i, i));
     }

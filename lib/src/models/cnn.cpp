@@ -38,7 +38,7 @@ class Cnn : public Backbone {
     if (h < 1 || w < 1)
       throw InputError("backbone.channels: " + std::to_string(o.channels.size()) +
                        " pooling blocks shrink the input below 1x1");
-    fc_ = register_module("fc", torch::nn::Linear(c * h * w, o.hidden));
+    fc_ = register_module("fc", nn::Linear(c * h * w, o.hidden));
   }
   torch::Tensor forward(const torch::Tensor& input) override {
     torch::Tensor x = input;
@@ -50,7 +50,7 @@ class Cnn : public Backbone {
  private:
   int64_t hidden_;
   std::vector<torch::nn::Conv2d> convs_;
-  torch::nn::Linear fc_{nullptr};
+  nn::Linear fc_{nullptr};
 };
 
 }  // namespace

@@ -32,7 +32,7 @@ class Mlp : public Backbone {
     int64_t in = 1;
     for (int64_t d : input_shape) in *= d;
     for (std::size_t i = 0; i < o.hidden.size(); ++i) {
-      layers_.push_back(register_module("fc" + std::to_string(i), torch::nn::Linear(in, o.hidden[i])));
+      layers_.push_back(register_module("fc" + std::to_string(i), nn::Linear(in, o.hidden[i])));
       in = o.hidden[i];
     }
   }
@@ -56,7 +56,7 @@ class Mlp : public Backbone {
   enum class Activation { relu, tanh, gelu };
   MlpOptions options_;
   Activation activation_;
-  std::vector<torch::nn::Linear> layers_;
+  std::vector<nn::Linear> layers_;
 };
 
 }  // namespace

@@ -1,7 +1,12 @@
-// Strategy base: hook bookkeeping and defaults.
+// Strategy base: hook bookkeeping, the strategy generator, checkpoint helpers and defaults.
 #include "clrun/strategies/strategy.hpp"
 
 #include <chrono>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include "clrun/core/seed.hpp"
 
 namespace clrun {
 
@@ -14,6 +19,8 @@ const char* to_string(Hook hook) {
 
 std::vector<int> Strategy::training_tasks(int task, int) const { return {task}; }
 
+std::vector<ParamGroup> Strategy::parameter_groups(TaskContext& ctx) { return {ParamGroup{ctx.model.parameters(), 1.0}}; }
+
 namespace {
 template <class F>
 double timed(F&& f) {
@@ -22,6 +29,12 @@ double timed(F&& f) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 }  // namespace
+
+void Strategy::setup(const StrategyEnv& env) {
+  env_ = env;
+  rng_ = make_generator(env.seed, {seed_purpose::strategy});
+  on_setup();
+}
 
 void Strategy::before_task(TaskContext& ctx) {
   count(Hook::before_task);
@@ -33,13 +46,71 @@ void Strategy::after_task(TaskContext& ctx) {
   task_hook_seconds_ += timed([&] { on_after_task(ctx); });
 }
 
-void Strategy::save(torch::serialize::OutputArchive&) const {}
-void Strategy::load(torch::serialize::InputArchive&) {}
+void Strategy::save_state(torch::serialize::OutputArchive& archive) const {
+  archive.write("hook_counts", torch::tensor(std::vector<int64_t>(counts_.begin(), counts_.end())));
+  archive.write("task_hook_seconds", c10::IValue(task_hook_seconds_));
+  archive.write("rng", rng_.get_state());
+  torch::serialize::OutputArchive own;
+  save(own);
+  archive.write("own", own);
+}
+
+void Strategy::load_state(torch::serialize::InputArchive& archive) {
+  torch::Tensor counts;
+  archive.read("hook_counts", counts);
+  counts = counts.to(torch::kCPU);
+  for (std::size_t h = 0; h < kNumHooks && h < static_cast<std::size_t>(counts.numel()); ++h)
+    counts_[h] = counts[static_cast<int64_t>(h)].item<int64_t>();
+  c10::IValue seconds;
+  archive.read("task_hook_seconds", seconds);
+  task_hook_seconds_ = seconds.toDouble();
+  torch::Tensor state;
+  archive.read("rng", state);
+  rng_.set_state(state.to(torch::kCPU));
+  torch::serialize::InputArchive own;
+  archive.read("own", own);
+  load(own);
+}
 
 nlohmann::json Strategy::hook_stats() const {
   nlohmann::json calls = nlohmann::json::object();
   for (std::size_t h = 0; h < kNumHooks; ++h) calls[to_string(static_cast<Hook>(h))] = counts_[h];
   return {{"calls", calls}, {"task_hook_seconds", task_hook_seconds_}};
+}
+
+void write_tensors(torch::serialize::OutputArchive& archive, const std::string& key,
+                   const std::vector<torch::Tensor>& tensors) {
+  torch::serialize::OutputArchive list;
+  list.write("size", c10::IValue(static_cast<int64_t>(tensors.size())));
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    list.write("defined_" + std::to_string(i), c10::IValue(tensors[i].defined()));
+    if (tensors[i].defined()) list.write("t" + std::to_string(i), tensors[i]);
+  }
+  archive.write(key, list);
+}
+
+std::vector<torch::Tensor> read_tensors(torch::serialize::InputArchive& archive, const std::string& key,
+                                        torch::Device device) {
+  torch::serialize::InputArchive list;
+  archive.read(key, list);
+  c10::IValue size;
+  list.read("size", size);
+  std::vector<torch::Tensor> out(static_cast<std::size_t>(size.toInt()));
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    c10::IValue defined;
+    list.read("defined_" + std::to_string(i), defined);
+    if (defined.toBool()) {
+      list.read("t" + std::to_string(i), out[i]);
+      out[i] = out[i].to(device);
+    }
+  }
+  return out;
+}
+
+std::vector<torch::Tensor> snapshot_parameters(Model& model) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : model.parameters()) out.push_back(p.detach().clone());
+  return out;
 }
 
 }  // namespace clrun

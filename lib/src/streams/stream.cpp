@@ -1,7 +1,12 @@
 // Stream: label remapping, device placement, batch inputs, description.
 #include "clrun/streams/stream.hpp"
 
+#include <cmath>
+
+#include <torch/torch.h>
+
 #include "clrun/core/error.hpp"
+#include "clrun/core/seed.hpp"
 
 namespace clrun {
 
@@ -61,12 +66,31 @@ void Stream::to(torch::Device device) {
   shift_ = shift_.to(device);
 }
 
-torch::Tensor Stream::inputs(const Split& split, const torch::Tensor& rows, const Task& task) const {
-  torch::Tensor x = split.images.index_select(0, rows).to(torch::kFloat32);
+torch::Tensor Stream::prepare(const torch::Tensor& raw, const Task& task) const {
+  torch::Tensor x = raw.to(torch::kFloat32);
   if (!task.transform) return x.mul_(scale_).add_(shift_);
   // Transforms see [0, 1] images so that their fill value (0) is the data set's black.
   x = task.transform->apply(x.div_(255.0));
   return x.mul_(scale_ * 255.0).add_(shift_);
+}
+
+torch::Tensor Stream::prepare_by_task(const torch::Tensor& raw, const torch::Tensor& task_ids,
+                                      const std::vector<int>& tasks) const {
+  if (!has_transforms() || tasks.empty()) return prepare(raw, this->tasks.at(tasks.empty() ? 0 : tasks[0]));
+  std::vector<int64_t> shape = {raw.size(0)};
+  shape.insert(shape.end(), input_shape.begin(), input_shape.end());
+  torch::Tensor x = torch::empty(shape, torch::TensorOptions(torch::kFloat32).device(raw.device()));
+  for (int t : tasks) {
+    torch::Tensor sel = task_ids.eq(t).nonzero().view(-1);
+    if (sel.numel() > 0) x.index_copy_(0, sel, prepare(raw.index_select(0, sel), this->tasks.at(t)));
+  }
+  return x;
+}
+
+bool Stream::has_transforms() const {
+  for (const Task& t : tasks)
+    if (t.transform) return true;
+  return false;
 }
 
 std::vector<int64_t> Stream::classes_of(int first, int last) const {
@@ -77,6 +101,39 @@ std::vector<int64_t> Stream::classes_of(int first, int last) const {
   for (int64_t c = 0; c < num_classes; ++c)
     if (in[c]) out.push_back(c);
   return out;
+}
+
+void Stream::carve_validation(double fraction) {
+  at::Generator gen = make_generator(0, {seed_purpose::validation});
+  torch::Tensor labels = train.labels.cpu();
+  const int64_t n = labels.size(0);
+  torch::Tensor is_val = torch::zeros({n}, torch::kBool);
+  for (int64_t c = 0; c < num_classes; ++c) {
+    torch::Tensor rows = labels.eq(c).nonzero().view(-1);
+    const int64_t take = static_cast<int64_t>(std::llround(fraction * static_cast<double>(rows.size(0))));
+    torch::Tensor pick = rows.index_select(0, torch::randperm(rows.size(0), gen, torch::kInt64).slice(0, 0, take));
+    is_val.index_fill_(0, pick, true);
+  }
+  torch::Tensor val_rows = is_val.nonzero().view(-1), train_rows = is_val.logical_not().nonzero().view(-1);
+  // Old training row -> its new row in the new train or validation split (-1 if elsewhere).
+  auto position = [n](const torch::Tensor& rows) {
+    torch::Tensor map = torch::full({n}, -1, torch::kInt64);
+    map.index_copy_(0, rows, torch::arange(rows.size(0), torch::kInt64));
+    return map;
+  };
+  torch::Tensor to_train = position(train_rows), to_val = position(val_rows);
+  auto remap = [](const torch::Tensor& map, const torch::Tensor& rows) {
+    torch::Tensor mapped = map.index_select(0, rows.cpu());
+    return mapped.index_select(0, mapped.ge(0).nonzero().view(-1)).to(rows.device());
+  };
+  for (Task& t : tasks) {
+    t.test_rows = remap(to_val, t.train_rows);
+    t.train_rows = remap(to_train, t.train_rows);
+  }
+  const torch::Device device = train.images.device();
+  test = {train.images.index_select(0, val_rows.to(device)), train.labels.index_select(0, val_rows.to(device))};
+  train = {train.images.index_select(0, train_rows.to(device)), train.labels.index_select(0, train_rows.to(device))};
+  validation = true;
 }
 
 nlohmann::json Stream::describe() const {
@@ -92,7 +149,7 @@ nlohmann::json Stream::describe() const {
     if (t.transform) j["transform"] = t.transform->describe();
     tasks_json.push_back(j);
   }
-  return {{"name", name},         {"dataset", dataset},         {"scenario", to_string(scenario)},
+  return {{"name", name},         {"dataset", dataset},         {"evaluated_on", validation ? "validation" : "test"},         {"scenario", to_string(scenario)},
           {"num_classes", num_classes}, {"class_order", class_order}, {"class_names", class_names},
           {"input_shape", input_shape}, {"num_tasks", num_tasks()}, {"tasks", tasks_json}};
 }

@@ -127,31 +127,20 @@ std::string default_run_dir(const ExperimentSpec& spec) {
   return spec.output.dir + "/" + spec.name + "_seed" + std::to_string(spec.seed) + "_" + hash;
 }
 
-RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) {
-  const auto run_start = Clock::now();
-  RunDir dir(options.out_dir.empty() ? default_run_dir(spec) : options.out_dir);
-  const nlohmann::json resolved = spec.resolved();
-  // ---- environment and data: bad input fails here, before the run directory is touched
+namespace {
 
-  if (spec.threads > 0) torch::set_num_threads(static_cast<int>(spec.threads));
-  const torch::Device device = resolve_device(spec.device, "device");
-  torch::manual_seed(spec.seed);
-  std::shared_ptr<const Dataset> dataset = spec.dataset.build();
-  std::shared_ptr<Stream> stream = spec.stream.build(dataset, spec.seed);
-  dataset.reset();  // the stream holds the data now
-  stream->to(device);
-
+/// Refuses to clobber a run; --overwrite deletes only what looks like a run directory. Returns
+/// the previous metrics.json when the run continues (--resume).
+std::optional<nlohmann::json> claim_run_dir(const RunDir& dir, const RunOptions& options, const nlohmann::json& resolved) {
   std::optional<nlohmann::json> previous = dir.read_json("metrics.json");
   if (options.resume && options.overwrite) throw InputError("--resume and --overwrite exclude each other");
   if (options.overwrite && dir.exists()) {
-    // Only a directory that looks like a run directory is ever deleted.
     if (!previous && !std::filesystem::exists(dir.file("config.json")) && !std::filesystem::is_empty(dir.path()))
       throw InputError("--overwrite: " + dir.path() + " is not a clrun run directory (no metrics.json or "
                        "config.json); refusing to delete it");
     std::filesystem::remove_all(dir.path());
     previous.reset();
   }
-
   if (previous && !options.resume)
     throw InputError(dir.path() + " already holds a run (status: " + previous->value("status", "?") +
                      ", " + std::to_string(previous->value("tasks_completed", 0)) + " tasks done): pass --resume to "
@@ -165,6 +154,122 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
                          join(diffs, "\n  "));
     }
   }
+  return previous;
+}
+
+/// The stream on the run's device, with the validation split carved if asked.
+std::shared_ptr<Stream> build_stream(const ExperimentSpec& spec, torch::Device device) {
+  std::shared_ptr<Stream> stream = spec.stream.build(spec.dataset.build(), spec.seed);
+  if (spec.stream_common.validation > 0) stream->carve_validation(spec.stream_common.validation);
+  stream->to(device);
+  return stream;
+}
+
+/// Fresh models of the run's architecture. The first call draws the run's initial weights from
+/// the model-init seed; later calls (teachers, anchors) use the global generator, whose state
+/// is checkpointed, and are overwritten by their owners anyway.
+ModelFactory model_factory(const ExperimentSpec& spec, const Stream& stream, torch::Device device) {
+  return [&spec, &stream, device] {
+    auto model = std::make_shared<Classifier>(spec.backbone.build(stream.input_shape), stream.num_classes);
+    initialize(*model, spec.backbone_common.init);
+    model->to(device);
+    return std::shared_ptr<Model>(model);
+  };
+}
+
+/// metrics.json: the matrices, the named metrics and everything needed to reproduce them.
+struct MetricsReport {
+  const ExperimentSpec& spec;
+  const Stream& stream;
+  const Model& model;
+  const Strategy& strategy;
+  const Trainer& trainer;
+  const nlohmann::json& resolved;
+  const nlohmann::json& env;
+  const RunDir& dir;
+  const RunOptions& options;
+  Clock::time_point run_start;
+
+  nlohmann::json operator()(const RunState& state, const std::string& status) const {
+    nlohmann::json per_task = nlohmann::json::array();
+    int64_t samples = 0;
+    for (const auto& t : state.tasks) per_task.push_back(t.to_json()), samples += t.samples;
+    const double wall = state.previous_wall_seconds + seconds_since(run_start);
+    auto first_step = trainer.first_step_time();
+    nlohmann::json j = {
+        {"name", spec.name},
+        {"status", status},
+        {"seed", spec.seed},
+        {"scenario", to_string(stream.scenario)},
+        {"class_order", stream.class_order},
+        {"tasks_completed", state.completed()},
+        {"num_tasks", stream.num_tasks()},
+        {"metrics", to_json(compute_metrics(state.accuracy))},
+        {"accuracy", accuracy_block(state.accuracy)},
+        {"per_task", per_task},
+        {"timing",
+         {{"wall_seconds", wall},
+          {"train_seconds", state.train_seconds},
+          {"eval_seconds", state.eval_seconds},
+          {"train_samples_per_second", state.train_seconds > 0 ? samples / state.train_seconds : 0.0},
+          {"startup_seconds", first_step ? nlohmann::json(std::chrono::duration<double>(*first_step - options.started).count())
+                                         : nlohmann::json(nullptr)}}},
+        {"peak_rss_mib", peak_rss_mib()},
+        {"device", stream.device().str()},
+        {"model", {{"parameters", count_parameters(model)}}},
+        {"strategy_hooks", strategy.hook_stats()},
+        {"strategy_state", strategy.describe()},
+        {"conventions",
+         {{"reset_optimizer", spec.train.reset_optimizer},
+          {"logits", spec.train.logits},
+          {"drop_last", spec.train.drop_last},
+          {"eval_classes", spec.eval.eval_classes},
+          {"evaluated_on", stream.validation ? "validation split carved from the training data" : "test set"},
+          {"shuffle", "reshuffled every epoch from (seed, task, epoch)"},
+          {"class_il_future_tasks", "scored over the classes of tasks 0..max(trained, evaluated)"}}},
+        {"stream", stream.describe()},
+        {"config", resolved},
+        {"environment", env},
+        {"run_dir", dir.path()},
+    };
+    if (stream.scenario == Scenario::class_il) j["task_aware_accuracy"] = accuracy_block(state.task_aware);
+    return j;
+  }
+};
+
+void log_task(const RunState& state, const TaskStats& stats, int num_tasks, bool class_il) {
+  const int t = stats.task;
+  Metrics m = compute_metrics(state.accuracy);
+  spdlog::info("task {}/{}: {} steps, {:.0f} samples/s, loss {:.4f} | accuracy [{}] | average {:.2f}{}", t + 1,
+               num_tasks, stats.steps, stats.seconds > 0 ? stats.samples / stats.seconds : 0.0, stats.mean_loss,
+               format_row(state.accuracy, t), m.average_accuracy_curve.back(),
+               class_il ? fmt::format(" (task-aware {:.2f})", compute_metrics(state.task_aware).average_accuracy_curve.back()) : "");
+}
+
+void log_summary(const nlohmann::json& final_metrics, const RunState& state, const RunDir& dir) {
+  const auto& named = final_metrics.at("metrics");
+  auto shown = [](const nlohmann::json& x) { return x.is_null() ? std::string("n/a") : fmt::format("{:.2f}", x.get<double>()); };
+  spdlog::info("done in {:.1f}s (train {:.1f}s, eval {:.1f}s): final average accuracy {:.2f}, average incremental "
+               "accuracy {:.2f}, forgetting {}, bwt {}, fwt {}",
+               final_metrics["timing"]["wall_seconds"].get<double>(), state.train_seconds, state.eval_seconds,
+               named.at("final_average_accuracy").get<double>(), named.at("average_incremental_accuracy").get<double>(),
+               shown(named.at("forgetting")), shown(named.at("bwt")), shown(named.at("fwt")));
+  spdlog::info("metrics: {}", dir.file("metrics.json"));
+}
+
+}  // namespace
+
+RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) {
+  const auto run_start = Clock::now();
+  RunDir dir(options.out_dir.empty() ? default_run_dir(spec) : options.out_dir);
+  const nlohmann::json resolved = spec.resolved();
+
+  // ---- environment and data: bad input fails here, before the run directory is touched
+  if (spec.threads > 0) torch::set_num_threads(static_cast<int>(spec.threads));
+  const torch::Device device = resolve_device(spec.device, "device");
+  torch::manual_seed(spec.seed);
+  std::shared_ptr<Stream> stream = build_stream(spec, device);
+  std::optional<nlohmann::json> previous = claim_run_dir(dir, options, resolved);
   dir.create();
   RunLog run_log(dir.file("log.txt"));
   if (!previous) {
@@ -177,20 +282,20 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
   log_environment(env, device.str());
 
   // ---- model and strategy
+  ModelFactory make_model = model_factory(spec, *stream, device);
   torch::manual_seed(derive_seed(spec.seed, {seed_purpose::model_init}));
-  Classifier model(spec.backbone.build(stream->input_shape), stream->num_classes);
-  model->to(device);
+  std::shared_ptr<Model> model = make_model();
   torch::manual_seed(spec.seed);
   std::shared_ptr<Strategy> strategy = spec.strategy.build(spec.seed);
-  Trainer trainer(spec, *stream, model, *strategy);
+  Trainer trainer(spec, *stream, model, *strategy, make_model);
   Progress progress(options.progress_bar);
   trainer.set_progress(&progress);
   if (options.on_step) trainer.set_step_callback(options.on_step);
   Evaluator evaluator(*stream, *strategy, spec.eval.batch_size, spec.eval.eval_classes == "seen");
   const bool class_il = stream->scenario == Scenario::class_il;
-  spdlog::info("{}: {} on {} ({}), {} tasks, {} classes; backbone {} ({} parameters); strategy {}", spec.name,
-               stream->name, stream->dataset, to_string(stream->scenario), stream->num_tasks(), stream->num_classes,
-               spec.backbone.name(), count_parameters(*model), spec.strategy.name());
+  spdlog::info("{}: {} on {} ({}{}), {} tasks, {} classes; backbone {} ({} parameters); strategy {}", spec.name,
+               stream->name, stream->dataset, to_string(stream->scenario), stream->validation ? ", validation split" : "",
+               stream->num_tasks(), stream->num_classes, spec.backbone.name(), count_parameters(*model), spec.strategy.name());
 
   std::vector<int64_t> test_sizes;
   for (const Task& t : stream->tasks) test_sizes.push_back(t.test_rows.size(0));
@@ -204,71 +309,24 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
   } else {
     if (options.resume) spdlog::info("--resume: no checkpoint in {}, starting from the beginning", dir.path());
     auto t0 = Clock::now();
-    EvalRow init = evaluator.evaluate(model, -1);
+    EvalRow init = evaluator.evaluate(*model, -1);
     state.eval_seconds += seconds_since(t0);
     state.accuracy.set_random_init(init.correct);
     if (class_il) state.task_aware.set_random_init(init.correct_task_aware);
   }
 
-  auto metrics_json = [&](const std::string& status) {
-    nlohmann::json per_task = nlohmann::json::array();
-    int64_t samples = 0;
-    for (const auto& t : state.tasks) per_task.push_back(t.to_json()), samples += t.samples;
-    double wall = state.previous_wall_seconds + seconds_since(run_start);
-    nlohmann::json j = {
-        {"name", spec.name},
-        {"status", status},
-        {"seed", spec.seed},
-        {"scenario", to_string(stream->scenario)},
-        {"class_order", stream->class_order},
-        {"tasks_completed", state.completed()},
-        {"num_tasks", stream->num_tasks()},
-        {"metrics", to_json(compute_metrics(state.accuracy))},
-        {"accuracy", accuracy_block(state.accuracy)},
-        {"per_task", per_task},
-        {"timing",
-         {{"wall_seconds", wall},
-          {"train_seconds", state.train_seconds},
-          {"eval_seconds", state.eval_seconds},
-          {"train_samples_per_second", state.train_seconds > 0 ? samples / state.train_seconds : 0.0},
-          {"startup_seconds", trainer.first_step_time()
-                                  ? nlohmann::json(std::chrono::duration<double>(*trainer.first_step_time() - options.started).count())
-                                  : nlohmann::json(nullptr)}}},
-        {"peak_rss_mib", peak_rss_mib()},
-        {"device", device.str()},
-        {"model", {{"parameters", count_parameters(*model)}}},
-        {"strategy_hooks", strategy->hook_stats()},
-        {"conventions",
-         {{"reset_optimizer", spec.train.reset_optimizer},
-          {"logits", spec.train.logits},
-          {"drop_last", spec.train.drop_last},
-          {"eval_classes", spec.eval.eval_classes},
-          {"shuffle", "reshuffled every epoch from (seed, task, epoch)"},
-          {"class_il_future_tasks", "scored over the classes of tasks 0..max(trained, evaluated)"}}},
-        {"stream", stream->describe()},
-        {"config", resolved},
-        {"environment", env},
-        {"run_dir", dir.path()},
-    };
-    if (class_il) j["task_aware_accuracy"] = accuracy_block(state.task_aware);
-    return j;
-  };
-
+  const MetricsReport metrics_json{spec, *stream, *model, *strategy, trainer, resolved, env, dir, options, run_start};
   try {
     for (int t = state.completed(); t < stream->num_tasks(); ++t) {
       TaskStats stats = trainer.train_task(t);
       state.train_seconds += stats.seconds;
       auto t0 = Clock::now();
-      EvalRow row = evaluator.evaluate(model, t);
+      EvalRow row = evaluator.evaluate(*model, t);
       state.eval_seconds += seconds_since(t0);
       state.accuracy.add_row(row.correct);
       if (class_il) state.task_aware.add_row(row.correct_task_aware);
       state.tasks.push_back(stats);
-      Metrics m = compute_metrics(state.accuracy);
-      spdlog::info("task {}/{}: {} steps, {:.0f} samples/s, loss {:.4f} | accuracy [{}] | average {:.2f}{}", t + 1,
-                   stream->num_tasks(), stats.steps, stats.seconds > 0 ? stats.samples / stats.seconds : 0.0,
-                   stats.mean_loss, format_row(state.accuracy, t), m.average_accuracy_curve.back(),
-                   class_il ? fmt::format(" (task-aware {:.2f})", compute_metrics(state.task_aware).average_accuracy_curve.back()) : "");
+      log_task(state, stats, stream->num_tasks(), class_il);
       // Checkpoint first, then metrics: metrics.json never claims a task the checkpoint lacks.
       if (spec.output.checkpoints != "none") {
         nlohmann::json saved = state.to_json();
@@ -276,25 +334,18 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
         trainer.save_checkpoint(dir.checkpoint_path(t), saved);
         dir.set_latest_checkpoint(t, spec.output.checkpoints == "last");
       }
-      dir.write_json("metrics.json", metrics_json(t + 1 == stream->num_tasks() ? "complete" : "running"));
+      dir.write_json("metrics.json", metrics_json(state, t + 1 == stream->num_tasks() ? "complete" : "running"));
     }
   } catch (const Interrupted&) {
     progress.finish();
-    dir.write_json("metrics.json", metrics_json("interrupted"));
+    dir.write_json("metrics.json", metrics_json(state, "interrupted"));
     spdlog::warn("interrupted: {} of {} tasks complete and checkpointed; continue with --resume", state.completed(),
                  stream->num_tasks());
     throw;
   }
-  nlohmann::json final_metrics = metrics_json("complete");
+  nlohmann::json final_metrics = metrics_json(state, "complete");
   dir.write_json("metrics.json", final_metrics);
-  const auto& named = final_metrics.at("metrics");
-  auto shown = [](const nlohmann::json& x) { return x.is_null() ? std::string("n/a") : fmt::format("{:.2f}", x.get<double>()); };
-  spdlog::info("done in {:.1f}s (train {:.1f}s, eval {:.1f}s): final average accuracy {:.2f}, average incremental "
-               "accuracy {:.2f}, forgetting {}, bwt {}, fwt {}",
-               final_metrics["timing"]["wall_seconds"].get<double>(), state.train_seconds, state.eval_seconds,
-               named.at("final_average_accuracy").get<double>(), named.at("average_incremental_accuracy").get<double>(),
-               shown(named.at("forgetting")), shown(named.at("bwt")), shown(named.at("fwt")));
-  spdlog::info("metrics: {}", dir.file("metrics.json"));
+  log_summary(final_metrics, state, dir);
   return {dir.path(), final_metrics};
 }
 

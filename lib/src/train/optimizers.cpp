@@ -61,27 +61,23 @@ TorchOptions adam_like(const O& o) {
 
 void register_optimizers(OptimizerRegistry& registry) {
   registry.add<SgdOptions>("sgd", "stochastic gradient descent with optional (Nesterov) momentum",
-                           [](const SgdOptions& o, std::vector<torch::Tensor> params) {
+                           [](const SgdOptions& o, std::vector<torch::optim::OptimizerParamGroup> params) {
                              return std::make_shared<torch::optim::SGD>(
                                  params, torch::optim::SGDOptions(o.lr).momentum(o.momentum).dampening(o.dampening)
                                              .weight_decay(o.weight_decay).nesterov(o.nesterov));
                            });
   registry.add<AdamOptions<0>>("adam", "Adam (L2 weight decay)",
-                               [](const AdamOptions<0>& o, std::vector<torch::Tensor> params) {
+                               [](const AdamOptions<0>& o, std::vector<torch::optim::OptimizerParamGroup> params) {
                                  return std::make_shared<torch::optim::Adam>(params, adam_like<torch::optim::AdamOptions>(o));
                                });
   registry.add<AdamOptions<10>>("adamw", "AdamW (decoupled weight decay, default 0.01)",
-                                [](const AdamOptions<10>& o, std::vector<torch::Tensor> params) {
+                                [](const AdamOptions<10>& o, std::vector<torch::optim::OptimizerParamGroup> params) {
                                   return std::make_shared<torch::optim::AdamW>(params, adam_like<torch::optim::AdamWOptions>(o));
                                 });
 }
 
 double get_lr(const torch::optim::Optimizer& optimizer) {
   return optimizer.param_groups().at(0).options().get_lr();
-}
-
-void set_lr(torch::optim::Optimizer& optimizer, double lr) {
-  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
 }
 
 }  // namespace clrun

@@ -2,10 +2,12 @@
 // from the in-memory split, no .item() per step (the loss is summed on the device).
 #include "clrun/train/trainer.hpp"
 
+#include <set>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
-
 
 #include "clrun/core/interrupt.hpp"
 #include "clrun/core/seed.hpp"
@@ -35,10 +37,14 @@ TaskStats TaskStats::from_json(const nlohmann::json& j) {
   return s;
 }
 
-Trainer::Trainer(const ExperimentSpec& spec, Stream& stream, Classifier model, Strategy& strategy)
+Trainer::Trainer(const ExperimentSpec& spec, Stream& stream, std::shared_ptr<Model> model, Strategy& strategy,
+                 ModelFactory make_model)
     : spec_(spec), stream_(stream), model_(std::move(model)), strategy_(strategy) {
   scheduler_ = spec_.train.scheduler.build();
+  strategy_.setup(StrategyEnv{spec_.seed, &stream_, stream_.device(), std::move(make_model)});
 }
+
+// ---- data ----------------------------------------------------------------------------------
 
 Trainer::TrainingSet Trainer::training_set(int task) const {
   TrainingSet set;
@@ -59,25 +65,87 @@ Trainer::TrainingSet Trainer::training_set(int task) const {
   return set;
 }
 
-torch::Tensor Trainer::batch_inputs(const TrainingSet& set, const torch::Tensor& positions,
-                                    const torch::Tensor& rows, const Task& task) const {
-  if (set.single_transform) return stream_.inputs(stream_.train, rows, task);
-  // Domain-IL over several tasks (cumulative/joint): each sample gets its own task's transform.
-  torch::Tensor ids = set.task_ids.index_select(0, positions);
-  std::vector<int64_t> shape = {rows.size(0)};
-  shape.insert(shape.end(), stream_.input_shape.begin(), stream_.input_shape.end());
-  torch::Tensor x = torch::empty(shape, torch::TensorOptions(torch::kFloat32).device(stream_.device()));
-  for (int t : set.tasks) {
-    torch::Tensor sel = ids.eq(t).nonzero().view(-1);
-    if (sel.numel() > 0) x.index_copy_(0, sel, stream_.inputs(stream_.train, rows.index_select(0, sel), stream_.tasks[t]));
-  }
-  return x;
+Batch Trainer::make_batch(const TrainingSet& set, const torch::Tensor& positions, const Task& current) const {
+  Batch b;
+  b.index = set.rows.index_select(0, positions);
+  b.task_ids = set.task_ids.index_select(0, positions);
+  b.targets = stream_.train.labels.index_select(0, b.index);
+  // Several domain-IL tasks at once (cumulative/joint): each row gets its own task's transform.
+  b.inputs = set.single_transform ? stream_.inputs(stream_.train, b.index, current)
+                                  : stream_.inputs_by_task(stream_.train, b.index, b.task_ids, set.tasks);
+  return b;
 }
 
-void Trainer::ensure_optimizer(bool fresh) {
-  if (optimizer_ && !fresh) return;
-  optimizer_ = spec_.train.optimizer.build(model_->parameters());
-  base_lr_ = get_lr(*optimizer_);
+void Trainer::for_each_train_batch(int task, int64_t batch_size, int64_t limit,
+                                   const std::function<void(const Batch&)>& fn) const {
+  const Task& tk = stream_.tasks.at(task);
+  const int64_t n = limit > 0 ? std::min(limit, tk.train_rows.size(0)) : tk.train_rows.size(0);
+  for (int64_t start = 0; start < n; start += batch_size) {
+    Batch b;
+    b.index = tk.train_rows.slice(0, start, std::min(n, start + batch_size));
+    b.inputs = stream_.inputs(stream_.train, b.index, tk);
+    b.targets = stream_.train.labels.index_select(0, b.index);
+    b.task_ids = torch::full_like(b.index, task);
+    fn(b);
+  }
+}
+
+torch::Tensor Trainer::loss_masks(int task) const {
+  const std::string& scope = spec_.train.logits;
+  if (scope == "all") return {};
+  std::vector<torch::Tensor> rows;
+  torch::Tensor seen;
+  if (scope == "seen") seen = Evaluator::logit_mask(stream_.classes_of(0, task), stream_.num_classes, stream_.device());
+  for (const Task& t : stream_.tasks)
+    rows.push_back(scope == "seen" ? seen : Evaluator::logit_mask(t.classes, stream_.num_classes, stream_.device()));
+  return torch::stack(rows);
+}
+
+// ---- optimizer -----------------------------------------------------------------------------
+
+void Trainer::prepare_optimizer(const std::vector<ParamGroup>& groups, bool fresh) {
+  std::set<const void*> trained;
+  for (const auto& g : groups)
+    for (const auto& p : g.params) trained.insert(p.unsafeGetTensorImpl());
+  for (auto& p : model_->parameters()) {
+    const bool on = trained.count(p.unsafeGetTensorImpl()) > 0;
+    p.requires_grad_(on);
+    if (!on) p.mutable_grad() = torch::Tensor();  // frozen: no gradient, so no decay or momentum moves it
+  }
+  for (const auto& g : groups)
+    for (const auto& p : g.params)
+      if (!p.is_leaf()) throw std::logic_error("a parameter group holds a non-leaf tensor");
+
+  // A kept optimizer (reset_optimizer: never) must hold exactly these groups, else it is rebuilt.
+  bool same = optimizer_ && optimizer_->param_groups().size() == groups.size();
+  for (std::size_t i = 0; same && i < groups.size(); ++i) {
+    const auto& have = optimizer_->param_groups()[i].params();
+    same = have.size() == groups[i].params.size();
+    for (std::size_t k = 0; same && k < have.size(); ++k)
+      same = have[k].unsafeGetTensorImpl() == groups[i].params[k].unsafeGetTensorImpl();
+  }
+  if (!fresh && optimizer_ && !same)
+    spdlog::warn("the strategy changed its parameter groups: the optimizer is rebuilt and its state reset");
+  if (!fresh && same) return;
+  std::vector<torch::optim::OptimizerParamGroup> torch_groups;
+  lr_scales_.clear();
+  for (const auto& g : groups) {
+    torch_groups.emplace_back(g.params);
+    lr_scales_.push_back(g.lr_scale);
+  }
+  optimizer_ = spec_.train.optimizer.build(torch_groups);
+  base_lr_ = optimizer_->defaults().get_lr();
+  set_learning_rate(base_lr_);
+}
+
+void Trainer::set_learning_rate(double lr) {
+  auto& groups = optimizer_->param_groups();
+  for (std::size_t i = 0; i < groups.size(); ++i)
+    groups[i].options().set_lr(lr * (i < lr_scales_.size() ? lr_scales_[i] : 1.0));
+}
+
+void Trainer::zero_grad() {
+  for (auto& p : model_->parameters()) p.mutable_grad() = torch::Tensor();
 }
 
 void Trainer::clip_gradients() const {
@@ -94,14 +162,29 @@ void Trainer::clip_gradients() const {
   for (auto& g : grads) g.mul_(coef);
 }
 
-void Trainer::for_each_train_batch(int task, int64_t batch_size,
-                                   const std::function<void(const torch::Tensor&, const torch::Tensor&)>& fn) const {
-  const Task& tk = stream_.tasks.at(task);
-  const int64_t n = tk.train_rows.size(0);
-  for (int64_t start = 0; start < n; start += batch_size) {
-    torch::Tensor rows = tk.train_rows.slice(0, start, std::min(n, start + batch_size));
-    fn(stream_.inputs(stream_.train, rows, tk), stream_.train.labels.index_select(0, rows));
+// ---- the loop ------------------------------------------------------------------------------
+
+void Trainer::step(StepContext& ctx, Totals& totals) {
+  strategy_.before_forward(ctx);
+  ctx.output = model_->forward(ctx.batch);
+  ctx.loss = ctx.task_loss(ctx.output, ctx.batch);
+  strategy_.loss_terms(ctx);
+  strategy_.before_backward(ctx);
+  zero_grad();
+  ctx.loss.backward();
+  strategy_.after_backward(ctx);
+  if (spec_.train.grad_clip > 0) clip_gradients();
+  optimizer_->step();
+  strategy_.after_step(ctx);
+
+  totals.loss += ctx.loss.detach();
+  for (auto& [name, term] : ctx.terms) {
+    auto it = totals.terms.find(name);
+    if (it == totals.terms.end()) totals.terms.emplace(name, term.clone());
+    else it->second += term;
   }
+  totals.samples += ctx.batch.size();
+  ++totals.steps;
 }
 
 TaskStats Trainer::train_task(int task) {
@@ -112,23 +195,21 @@ TaskStats Trainer::train_task(int task) {
   stats.trained_on = set.tasks;
   const int64_t n = set.rows.defined() ? set.rows.size(0) : 0;
   const bool trains = n > 0 && !(ts.drop_last && n < ts.batch_size);
-  if (trains) ensure_optimizer(ts.reset_optimizer == "every_task");
+  loss_fn_.masks = loss_masks(task);
 
-  TaskContext task_ctx{task, model_, stream_, trains ? optimizer_.get() : nullptr,
-                       [this](int t, int64_t b, const auto& fn) { for_each_train_batch(t, b, fn); }};
+  TaskContext task_ctx{task, *model_, stream_, loss_fn_, nullptr,
+                       [this](int t, int64_t b, int64_t limit, const auto& fn) { for_each_train_batch(t, b, limit, fn); }};
   model_->train();
   strategy_.before_task(task_ctx);
   if (!trains) {
     strategy_.after_task(task_ctx);
     return stats;
   }
+  prepare_optimizer(strategy_.parameter_groups(task_ctx), ts.reset_optimizer == "every_task");
+  task_ctx.optimizer = optimizer_.get();
 
   const Task& current = stream_.tasks.at(task);
   const torch::Device device = stream_.device();
-  torch::Tensor train_mask;  // additive logit mask for train.logits = seen | current
-  if (ts.logits == "seen") train_mask = Evaluator::logit_mask(stream_.classes_of(0, task), stream_.num_classes, device);
-  if (ts.logits == "current") train_mask = Evaluator::logit_mask(current.classes, stream_.num_classes, device);
-
   const int64_t B = ts.batch_size;
   const int64_t steps_per_epoch = ts.drop_last ? n / B : (n + B - 1) / B;
   const int64_t total_steps = ts.iterations > 0 ? ts.iterations : ts.epochs * steps_per_epoch;
@@ -136,60 +217,41 @@ TaskStats Trainer::train_task(int task) {
   const bool per_step_lr = scheduler_->interval == Scheduler::Interval::step;
   if (progress_) progress_->start("task " + std::to_string(task + 1) + "/" + std::to_string(stream_.num_tasks()), total_steps);
 
-  torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions(torch::kFloat32).device(device));
-  std::map<std::string, torch::Tensor> term_sums;
+  Totals totals;
+  totals.loss = torch::zeros({}, torch::TensorOptions(torch::kFloat32).device(device));
   auto start = std::chrono::steady_clock::now();
-  int64_t step = 0, samples = 0;
-  for (int64_t epoch = 0; epoch < epochs && step < total_steps; ++epoch) {
+  for (int64_t epoch = 0; epoch < epochs && totals.steps < total_steps; ++epoch) {
     // Each epoch's order depends only on (seed, task, epoch): a resumed run reshuffles identically.
     at::Generator gen = make_generator(spec_.seed, {seed_purpose::shuffle, static_cast<uint64_t>(task),
                                                     static_cast<uint64_t>(epoch)});
     torch::Tensor order = torch::randperm(n, gen, torch::kInt64).to(device);
-    if (!per_step_lr) set_lr(*optimizer_, scheduler_->lr(base_lr_, epoch, epochs));
-    for (int64_t b = 0; b < steps_per_epoch && step < total_steps; ++b) {
+    if (!per_step_lr) set_learning_rate(scheduler_->lr(base_lr_, epoch, epochs));
+    for (int64_t b = 0; b < steps_per_epoch && totals.steps < total_steps; ++b) {
       if (interrupt_requested()) throw Interrupted();
-      if (per_step_lr) set_lr(*optimizer_, scheduler_->lr(base_lr_, step, total_steps));
-      torch::Tensor positions = order.slice(0, b * B, std::min(n, (b + 1) * B));
-      StepContext ctx{task, epoch, step, model_, *optimizer_, stream_, {}, {}, {}, {}, {}};
-      torch::Tensor rows = set.rows.index_select(0, positions);
-      ctx.x = batch_inputs(set, positions, rows, current);
-      ctx.y = stream_.train.labels.index_select(0, rows);
-      strategy_.before_forward(ctx);
-      ctx.logits = model_->forward(ctx.x);
-      ctx.loss = torch::cross_entropy_loss(train_mask.defined() ? ctx.logits + train_mask : ctx.logits, ctx.y);
-      strategy_.loss_terms(ctx);
-      strategy_.before_backward(ctx);
-      optimizer_->zero_grad();
-      ctx.loss.backward();
-      strategy_.after_backward(ctx);
-      if (ts.grad_clip > 0) clip_gradients();
-      optimizer_->step();
-      strategy_.after_step(ctx);
-
-      loss_sum += ctx.loss.detach();
-      for (auto& [name, term] : ctx.terms) {
-        auto it = term_sums.find(name);
-        if (it == term_sums.end()) term_sums.emplace(name, term.clone());
-        else it->second += term;
-      }
-      samples += ctx.x.size(0);
-      ++step;
+      if (per_step_lr) set_learning_rate(scheduler_->lr(base_lr_, totals.steps, total_steps));
+      StepContext ctx{task, epoch, totals.steps, *model_, *optimizer_, stream_, loss_fn_, {}, 0, {}, {}, {}};
+      ctx.batch = make_batch(set, order.slice(0, b * B, std::min(n, (b + 1) * B)), current);
+      ctx.current_rows = ctx.batch.size();
+      step(ctx, totals);
       if (!first_step_) first_step_ = std::chrono::steady_clock::now();
-      if (on_step_) on_step_(task, step);
-      if (progress_) progress_->update(step, samples);
+      if (on_step_) on_step_(task, totals.steps);
+      if (progress_) progress_->update(totals.steps, totals.samples);
     }
   }
   if (progress_) progress_->finish();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  stats.steps = step;
-  stats.samples = samples;
+  stats.steps = totals.steps;
+  stats.samples = totals.samples;
   stats.epochs = epochs;
-  stats.mean_loss = loss_sum.item<double>() / static_cast<double>(std::max<int64_t>(1, step));
-  for (auto& [name, sum] : term_sums) stats.terms[name] = sum.item<double>() / static_cast<double>(std::max<int64_t>(1, step));
+  const double steps = static_cast<double>(std::max<int64_t>(1, totals.steps));
+  stats.mean_loss = totals.loss.item<double>() / steps;
+  for (auto& [name, sum] : totals.terms) stats.terms[name] = sum.item<double>() / steps;
   stats.final_lr = get_lr(*optimizer_);
   strategy_.after_task(task_ctx);
   return stats;
 }
+
+// ---- checkpoint ----------------------------------------------------------------------------
 
 void Trainer::save_checkpoint(const std::string& path, const nlohmann::json& state) const {
   torch::serialize::OutputArchive archive, model_archive, optimizer_archive, strategy_archive;
@@ -199,8 +261,9 @@ void Trainer::save_checkpoint(const std::string& path, const nlohmann::json& sta
   if (optimizer_) {
     optimizer_->save(optimizer_archive);
     archive.write("optimizer", optimizer_archive);
+    archive.write("lr_scales", torch::tensor(lr_scales_, torch::kFloat64));
   }
-  strategy_.save(strategy_archive);
+  strategy_.save_state(strategy_archive);
   archive.write("strategy", strategy_archive);
   archive.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
   const torch::Device device = stream_.device();
@@ -217,13 +280,23 @@ nlohmann::json Trainer::load_checkpoint(const std::string& path) {
   c10::IValue has_optimizer;
   archive.read("has_optimizer", has_optimizer);
   if (has_optimizer.toBool()) {
+    // The kept optimizer holds the parameters that trained last; with the default groups that
+    // is every parameter. A strategy with other groups gets it rebuilt at its next task.
     torch::serialize::InputArchive optimizer_archive;
     archive.read("optimizer", optimizer_archive);
-    ensure_optimizer(true);
+    std::vector<torch::Tensor> trainable;
+    for (auto& p : model_->parameters())
+      if (p.requires_grad()) trainable.push_back(p);
+    prepare_optimizer({ParamGroup{trainable, 1.0}}, true);
     optimizer_->load(optimizer_archive);
+    torch::Tensor scales;
+    if (archive.try_read("lr_scales", scales)) {
+      scales = scales.to(torch::kCPU);
+      lr_scales_.assign(scales.data_ptr<double>(), scales.data_ptr<double>() + scales.numel());
+    }
   }
   archive.read("strategy", strategy_archive);
-  strategy_.load(strategy_archive);
+  strategy_.load_state(strategy_archive);
   torch::Tensor rng;
   archive.read("rng_cpu", rng);
   at::Generator cpu_rng = at::detail::getDefaultCPUGenerator();  // set_state() is non-const

@@ -61,6 +61,29 @@ struct OutputSpec {
   }
 };
 
+/// Keys of the stream block that every stream has.
+struct StreamCommon {
+  double validation = 0;  ///< fraction of training data held out for evaluation; 0 = test set
+
+  template <class V>
+  void fields(V& v) {
+    v("validation", validation,
+      "hold out this stratified fraction of the training data and evaluate on it instead of the test set "
+      "(hyperparameter search); 0 = evaluate on the test set", in_range(0, 0.9));
+  }
+};
+
+/// Keys of the backbone block that every backbone has.
+struct BackboneCommon {
+  std::string init = "default";
+
+  template <class V>
+  void fields(V& v) {
+    v("init", init, "parameter init: default (PyTorch's per layer) or xavier_uniform (Xavier weights, zero biases, as Mammoth)",
+      one_of({"default", "xavier_uniform"}));
+  }
+};
+
 struct ExperimentSpec {
   std::string name;
   uint64_t seed = 0;
@@ -70,6 +93,8 @@ struct ExperimentSpec {
   Component<StreamRegistry> stream;
   Component<BackboneRegistry> backbone;
   Component<StrategyRegistry> strategy;
+  StreamCommon stream_common;
+  BackboneCommon backbone_common;
   TrainSpec train;
   EvalSpec eval;
   OutputSpec output;

@@ -20,6 +20,7 @@ constexpr uint64_t shuffle = 1;
 constexpr uint64_t permutation = 2;
 constexpr uint64_t model_init = 3;
 constexpr uint64_t strategy = 4;
+constexpr uint64_t validation = 5;
 }  // namespace seed_purpose
 
 }  // namespace clrun

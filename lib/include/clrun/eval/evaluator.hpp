@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "clrun/models/backbone.hpp"
+#include "clrun/models/model.hpp"
 #include "clrun/strategies/strategy.hpp"
 #include "clrun/streams/stream.hpp"
 
@@ -23,7 +23,7 @@ class Evaluator {
   /// Scores every task after training `trained_task` (-1: the untrained model). Class-IL scores
   /// task i over the classes of tasks 0..max(trained_task, i): a task not yet trained is scored
   /// over the classes it would be scored on once learned, which keeps fwt meaningful.
-  EvalRow evaluate(Classifier& model, int trained_task);
+  EvalRow evaluate(Model& model, int trained_task);
 
   /// Additive logit mask: 0 for `classes`, a large negative number elsewhere.
   static torch::Tensor logit_mask(const std::vector<int64_t>& classes, int64_t num_classes, torch::Device device);

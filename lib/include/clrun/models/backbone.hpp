@@ -1,15 +1,14 @@
-// Backbones (inputs -> features) and the Classifier (backbone + linear head) that strategies
-// train. A backbone is one file with a register function; components.cpp calls them all.
+// Backbones (inputs -> features). A backbone is one file with a register function;
+// components.cpp calls them all. Fully connected layers are clrun::nn::Linear (taps).
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <vector>
 
 #include <torch/nn/module.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/pimpl.h>
 
 #include "clrun/core/registry.hpp"
+#include "clrun/models/linear.hpp"
 
 namespace clrun {
 
@@ -24,19 +23,6 @@ class Backbone : public torch::nn::Module {
 using BackboneRegistry = Registry<Backbone, std::vector<int64_t>>;
 void register_mlp(BackboneRegistry& registry);
 void register_cnn(BackboneRegistry& registry);
-
-/// A backbone with one linear head over every class of the stream. Task-IL is multi-head by
-/// masking this head's logits to the task's classes.
-class ClassifierImpl : public torch::nn::Module {
- public:
-  ClassifierImpl(std::shared_ptr<Backbone> backbone, int64_t num_classes);
-  torch::Tensor forward(const torch::Tensor& x) { return head->forward(backbone->forward(x)); }
-  torch::Tensor features(const torch::Tensor& x) { return backbone->forward(x); }
-
-  std::shared_ptr<Backbone> backbone;
-  torch::nn::Linear head{nullptr};
-};
-TORCH_MODULE(Classifier);
 
 /// Number of trainable scalars.
 int64_t count_parameters(const torch::nn::Module& module);

@@ -1,6 +1,9 @@
 // The Strategy interface: a fixed list of hooks that the Trainer calls in this order.
 //
+//   setup(StrategyEnv)                        once, before any checkpoint is loaded
 //   before_task(TaskContext)                  once per task, before its first step
+//   parameter_groups(TaskContext)             which parameters train at this task; the optimizer
+//                                             is built from them after before_task
 //   per step:  before_forward(StepContext)    may replace or extend the batch (replay)
 //              [forward, task loss]
 //              loss_terms(StepContext)        adds named terms to the loss (EWC, SI, LwF, DER)
@@ -15,21 +18,25 @@
 //
 // The public hook functions are non-virtual: they count calls and time the per-task hooks,
 // then call the protected virtual `on_*` function a strategy overrides. A strategy is one file
-// under src/strategies/ with a register function called from components.cpp.
+// under src/strategies/ with a register function called from components.cpp. Its own randomness
+// comes from rng(), derived from the run seed and saved in checkpoints with the hook counts.
 #pragma once
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include <ATen/core/Generator.h>
 #include <nlohmann/json.hpp>
 #include <torch/optim/optimizer.h>
 #include <torch/serialize/archive.h>
 
 #include "clrun/core/registry.hpp"
-#include "clrun/models/backbone.hpp"
+#include "clrun/data/batch.hpp"
+#include "clrun/models/model.hpp"
 #include "clrun/streams/stream.hpp"
 
 namespace clrun {
@@ -48,16 +55,40 @@ enum class Hook {
 constexpr std::size_t kNumHooks = static_cast<std::size_t>(Hook::count_);
 const char* to_string(Hook hook);
 
+/// How the task loss is taken, shared by the training step and the per-task hooks: the model and
+/// the per-task logit masks of train.logits ([num_tasks, C], undefined = every logit).
+struct LossFn {
+  torch::Tensor masks;
+  torch::Tensor operator()(Model& model, const torch::Tensor& output, const Batch& batch) const {
+    return model.task_loss(output, batch, masks);
+  }
+};
+
+/// Given once to a strategy, before anything else.
+struct StrategyEnv {
+  uint64_t seed = 0;
+  const Stream* stream = nullptr;
+  torch::Device device = torch::kCPU;
+  ModelFactory make_model;  ///< a fresh model of the run's architecture on the run's device
+};
+
+/// A group of parameters trained together; parameters in no group are frozen (no gradient).
+struct ParamGroup {
+  std::vector<torch::Tensor> params;
+  double lr_scale = 1;  ///< this group's learning rate = the scheduled rate * lr_scale
+};
+
 /// Handed to the per-task hooks.
 struct TaskContext {
   int task = 0;
-  Classifier& model;
+  Model& model;
   const Stream& stream;
-  torch::optim::Optimizer* optimizer = nullptr;  ///< null when the task trains nothing
-  /// Visits task `task`'s training data in order (no shuffling) in batches of `batch_size`:
-  /// fn(inputs, labels), inputs normalised and transformed as in training.
-  std::function<void(int task, int64_t batch_size,
-                     const std::function<void(const torch::Tensor&, const torch::Tensor&)>& fn)>
+  const LossFn& loss;
+  torch::optim::Optimizer* optimizer = nullptr;  ///< null before the optimizer is built / when nothing trains
+  /// Visits task `task`'s training data in stored order (no shuffling) in batches of
+  /// `batch_size`, inputs normalised and transformed as in training. `limit` > 0 stops after
+  /// that many rows.
+  std::function<void(int task, int64_t batch_size, int64_t limit, const std::function<void(const Batch&)>& fn)>
       for_each_train_batch;
 };
 
@@ -66,13 +97,18 @@ struct StepContext {
   int task = 0;
   int64_t epoch = 0;
   int64_t step = 0;  ///< optimizer steps taken in this task before this one
-  Classifier& model;
+  Model& model;
   torch::optim::Optimizer& optimizer;
   const Stream& stream;
-  torch::Tensor x, y;          ///< the batch: normalised inputs and label ids
-  torch::Tensor logits, loss;  ///< set after the forward pass; loss is the total being minimised
+  const LossFn& loss_fn;
+  Batch batch;               ///< the minibatch; before_forward may append rows (replay)
+  int64_t current_rows = 0;  ///< the first current_rows rows of `batch` are the current task's
+  torch::Tensor output;      ///< the model's output on `batch` (set after the forward pass)
+  torch::Tensor loss;        ///< the total being minimised (set after the forward pass)
   std::vector<std::pair<std::string, torch::Tensor>> terms;  ///< named extra loss terms
 
+  /// The task loss of `out` on `b` (logit masks by each row's task, batch weights honoured).
+  torch::Tensor task_loss(const torch::Tensor& out, const Batch& b) const { return loss_fn(model, out, b); }
   /// Adds `term` (a scalar) to the loss under `name`; its mean per task goes to metrics.json.
   void add_loss(const std::string& name, const torch::Tensor& term) {
     loss = loss + term;
@@ -84,7 +120,7 @@ struct StepContext {
 struct EvalContext {
   int trained_task = -1;
   int task = 0;
-  Classifier& model;
+  Model& model;
   const Stream& stream;
 };
 
@@ -95,8 +131,11 @@ class Strategy {
   /// Tasks whose training data is used while learning `task` (default: just `task`). An empty
   /// list trains nothing at this task (the joint bound trains once, at the last task).
   virtual std::vector<int> training_tasks(int task, int num_tasks) const;
+  /// Parameters trained at this task (default: every parameter of the model, one group).
+  virtual std::vector<ParamGroup> parameter_groups(TaskContext& ctx);
 
   // The hooks, called by the Trainer in the order documented above.
+  void setup(const StrategyEnv& env);
   void before_task(TaskContext& ctx);
   void before_forward(StepContext& ctx) { count(Hook::before_forward); on_before_forward(ctx); }
   void loss_terms(StepContext& ctx) { count(Hook::loss_terms); on_loss_terms(ctx); }
@@ -109,15 +148,18 @@ class Strategy {
     return on_eval_logits(ctx, std::move(logits));
   }
 
-  /// Strategy state for checkpoints (buffers, anchors, Fisher matrices, ...).
-  virtual void save(torch::serialize::OutputArchive& archive) const;
-  virtual void load(torch::serialize::InputArchive& archive);
+  /// Checkpoint: hook counts, the generator's state, then the strategy's own state (save/load).
+  void save_state(torch::serialize::OutputArchive& archive) const;
+  void load_state(torch::serialize::InputArchive& archive);
 
   /// Calls per hook and seconds spent in the per-task hooks, for metrics.json.
   nlohmann::json hook_stats() const;
   int64_t hook_count(Hook hook) const { return counts_[static_cast<std::size_t>(hook)]; }
+  /// Strategy-specific figures for metrics.json (e.g. memory size, Fisher statistics).
+  virtual nlohmann::json describe() const { return nlohmann::json::object(); }
 
  protected:
+  virtual void on_setup() {}
   virtual void on_before_task(TaskContext&) {}
   virtual void on_before_forward(StepContext&) {}
   virtual void on_loss_terms(StepContext&) {}
@@ -126,11 +168,20 @@ class Strategy {
   virtual void on_after_step(StepContext&) {}
   virtual void on_after_task(TaskContext&) {}
   virtual torch::Tensor on_eval_logits(const EvalContext&, torch::Tensor logits) { return logits; }
+  /// The strategy's own checkpoint state (buffers, anchors, Fisher matrices, teachers, ...).
+  virtual void save(torch::serialize::OutputArchive&) const {}
+  virtual void load(torch::serialize::InputArchive&) {}
+
+  const StrategyEnv& env() const { return env_; }
+  /// The strategy's generator (CPU), seeded from the run seed; checkpointed.
+  at::Generator& rng() { return rng_; }
 
  private:
   void count(Hook hook) { ++counts_[static_cast<std::size_t>(hook)]; }
   std::array<int64_t, kNumHooks> counts_{};
   double task_hook_seconds_ = 0;
+  StrategyEnv env_;
+  at::Generator rng_;
 };
 
 /// Strategy builders get the run seed (for any randomness of their own).
@@ -138,11 +189,26 @@ using StrategyRegistry = Registry<Strategy, uint64_t>;
 void register_finetune(StrategyRegistry& registry);
 void register_joint(StrategyRegistry& registry);
 void register_cumulative(StrategyRegistry& registry);
+void register_ewc(StrategyRegistry& registry);
+void register_si(StrategyRegistry& registry);
+void register_lwf(StrategyRegistry& registry);
+void register_replay(StrategyRegistry& registry);  // replay (ER), der, derpp
+void register_agem(StrategyRegistry& registry);
 
 /// Options struct for strategies without parameters.
 struct NoOptions {
   template <class V>
   void fields(V&) {}
 };
+
+// ---- helpers for strategy state in checkpoints ------------------------------------------------
+
+/// Writes `tensors` under `key` (a list that may be empty or hold undefined entries).
+void write_tensors(torch::serialize::OutputArchive& archive, const std::string& key,
+                   const std::vector<torch::Tensor>& tensors);
+std::vector<torch::Tensor> read_tensors(torch::serialize::InputArchive& archive, const std::string& key,
+                                        torch::Device device);
+/// Trainable parameters of `model` as detached copies (anchors, snapshots).
+std::vector<torch::Tensor> snapshot_parameters(Model& model);
 
 }  // namespace clrun

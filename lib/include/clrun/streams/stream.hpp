@@ -56,9 +56,28 @@ class Stream {
   void to(torch::Device device);
   torch::Device device() const { return train.images.device(); }
   /// Normalised float inputs of `rows` of `split`, with `task`'s transform applied.
-  torch::Tensor inputs(const Split& split, const torch::Tensor& rows, const Task& task) const;
+  torch::Tensor inputs(const Split& split, const torch::Tensor& rows, const Task& task) const {
+    return prepare(split.images.index_select(0, rows), task);
+  }
+  /// The same when rows belong to several tasks (`task_ids`, all among `tasks`).
+  torch::Tensor inputs_by_task(const Split& split, const torch::Tensor& rows, const torch::Tensor& task_ids,
+                               const std::vector<int>& tasks) const {
+    return prepare_by_task(split.images.index_select(0, rows), task_ids, tasks);
+  }
+  /// Raw images (the data set's dtype, e.g. uint8 [B, C, H, W]) -> normalised float inputs.
+  torch::Tensor prepare(const torch::Tensor& raw, const Task& task) const;
+  /// The same, each row with its own task's transform (replay memories, domain-IL joint).
+  torch::Tensor prepare_by_task(const torch::Tensor& raw, const torch::Tensor& task_ids,
+                                const std::vector<int>& tasks) const;
+  /// Whether any task has an input transform (domain-IL).
+  bool has_transforms() const;
   /// Classes of tasks first..last (inclusive), in label-id order.
   std::vector<int64_t> classes_of(int first, int last) const;
+  /// Hyperparameter search: a stratified `fraction` of every class's training rows (drawn with
+  /// a fixed generator, the same for every run seed) becomes the evaluation split, replacing the
+  /// test set, and leaves the training split.
+  void carve_validation(double fraction);
+  bool validation = false;  ///< evaluation is on a validation split carved from the training data
   /// Tasks, classes, sizes and transforms, for metrics.json.
   nlohmann::json describe() const;
 

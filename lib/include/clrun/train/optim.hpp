@@ -12,12 +12,12 @@
 
 namespace clrun {
 
-/// Optimizer builders get the parameters to optimise.
-using OptimizerRegistry = Registry<torch::optim::Optimizer, std::vector<torch::Tensor>>;
+/// Optimizer builders get the parameter groups to optimise (each with the optimizer's defaults).
+using OptimizerRegistry = Registry<torch::optim::Optimizer, std::vector<torch::optim::OptimizerParamGroup>>;
 void register_optimizers(OptimizerRegistry& registry);
 
+/// The learning rate of the first parameter group.
 double get_lr(const torch::optim::Optimizer& optimizer);
-void set_lr(torch::optim::Optimizer& optimizer, double lr);
 
 class Scheduler {
  public:

@@ -1,5 +1,6 @@
 // The Trainer: one task's training loop (shuffled minibatches by index, strategy hooks, no host
-// syncs per step), optimizer/scheduler lifetime, and the model/optimizer/strategy/RNG checkpoint.
+// syncs per step), the optimizer's lifetime (built after before_task from the strategy's parameter
+// groups), and the model/optimizer/strategy/RNG checkpoint.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -13,7 +14,7 @@
 
 #include "clrun/config/spec.hpp"
 #include "clrun/io/progress.hpp"
-#include "clrun/models/backbone.hpp"
+#include "clrun/models/model.hpp"
 #include "clrun/strategies/strategy.hpp"
 #include "clrun/streams/stream.hpp"
 
@@ -34,7 +35,9 @@ struct TaskStats {
 
 class Trainer {
  public:
-  Trainer(const ExperimentSpec& spec, Stream& stream, Classifier model, Strategy& strategy);
+  /// Calls strategy.setup(); `make_model` builds fresh models of the same architecture.
+  Trainer(const ExperimentSpec& spec, Stream& stream, std::shared_ptr<Model> model, Strategy& strategy,
+          ModelFactory make_model);
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
@@ -48,6 +51,7 @@ class Trainer {
   void set_step_callback(std::function<void(int, int64_t)> fn) { on_step_ = std::move(fn); }
   /// When the first optimizer step of this process finished, if any.
   std::optional<std::chrono::steady_clock::time_point> first_step_time() const { return first_step_; }
+  Model& model() { return *model_; }
 
   // -- checkpoint ----------------------------------------------------------------------------
   /// Writes model, optimizer, strategy, torch RNG state and `state` (run progress) atomically.
@@ -62,20 +66,34 @@ class Trainer {
     torch::Tensor rows, task_ids;
     bool single_transform = true;  ///< every row can use the same Task for its inputs
   };
+  /// Step-loop sums reported in TaskStats.
+  struct Totals {
+    torch::Tensor loss;
+    std::map<std::string, torch::Tensor> terms;
+    int64_t steps = 0, samples = 0;
+  };
   TrainingSet training_set(int task) const;
-  /// Inputs of the batch at `positions` of `set` (`rows` = set.rows at those positions).
-  torch::Tensor batch_inputs(const TrainingSet& set, const torch::Tensor& positions, const torch::Tensor& rows,
-                             const Task& task) const;
-  void ensure_optimizer(bool fresh);
+  /// The minibatch at `positions` of `set`.
+  Batch make_batch(const TrainingSet& set, const torch::Tensor& positions, const Task& current) const;
+  /// Per-task logit masks for train.logits while training `task`.
+  torch::Tensor loss_masks(int task) const;
+  /// Freezes what no group holds and (re)builds the optimizer if needed.
+  void prepare_optimizer(const std::vector<ParamGroup>& groups, bool fresh);
+  void set_learning_rate(double lr);
+  void zero_grad();
   void clip_gradients() const;
-  void for_each_train_batch(int task, int64_t batch_size,
-                            const std::function<void(const torch::Tensor&, const torch::Tensor&)>& fn) const;
+  /// One optimizer step with every per-step hook.
+  void step(StepContext& ctx, Totals& totals);
+  void for_each_train_batch(int task, int64_t batch_size, int64_t limit,
+                            const std::function<void(const Batch&)>& fn) const;
 
   const ExperimentSpec& spec_;
   Stream& stream_;
-  Classifier model_;
+  std::shared_ptr<Model> model_;
   Strategy& strategy_;
+  LossFn loss_fn_;
   std::shared_ptr<torch::optim::Optimizer> optimizer_;
+  std::vector<double> lr_scales_;  ///< per optimizer group
   std::shared_ptr<Scheduler> scheduler_;
   double base_lr_ = 0;
   Progress* progress_ = nullptr;

@@ -1,0 +1,31 @@
+// Batch: the named tensors of one training or evaluation step. Strategies and the trainer pass
+// batches around without knowing what the inputs are (images today, token ids later); only the
+// model side reads `inputs` and `targets`.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+namespace clrun {
+
+struct Batch {
+  torch::Tensor inputs;    ///< model inputs (normalised images [B, C, H, W]; token ids later)
+  torch::Tensor targets;   ///< int64 [B] label ids (target token ids later)
+  torch::Tensor task_ids;  ///< int64 [B]: the task each row belongs to (per-row logit masks)
+  torch::Tensor index;     ///< int64 [B]: rows of the stream's training split (undefined for memory rows)
+  torch::Tensor weights;   ///< float [B] per-row loss weights; undefined = plain mean over rows
+  std::map<std::string, torch::Tensor> extra;  ///< anything else (attention masks, stored logits, ...)
+
+  int64_t size() const { return targets.defined() ? targets.size(0) : 0; }
+  /// The rows at `positions` of every defined field.
+  Batch select(const torch::Tensor& positions) const;
+  /// Rows of `parts` one after the other. A field is kept only if every part defines it, except
+  /// `weights`: a part without weights gets 1/size per row there (its plain mean), and `index`
+  /// (memory rows have none) becomes -1.
+  static Batch cat(const std::vector<Batch>& parts);
+};
+
+}  // namespace clrun

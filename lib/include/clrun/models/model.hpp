@@ -1,0 +1,64 @@
+// Model: what strategies train. The model side owns the forward pass over a Batch, the task loss
+// and how targets are sampled from its predictions, so that model-agnostic strategies (EWC, SI,
+// replay, A-GEM, MIGU) never touch images or class logits. Classifier (backbone + one linear head
+// over every class) is today's model; a seq2seq model will be another.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include <ATen/core/Generator.h>
+#include <torch/nn/module.h>
+
+#include "clrun/data/batch.hpp"
+#include "clrun/models/backbone.hpp"
+#include "clrun/models/linear.hpp"
+
+namespace clrun {
+
+class Model : public torch::nn::Module {
+ public:
+  /// The output of a forward pass over `batch.inputs` (class logits [B, C]).
+  virtual torch::Tensor forward(const Batch& batch) = 0;
+  /// Per-row task loss [B]. `masks` ([num_tasks, C] additive, undefined = none) restricts each
+  /// row's logits by its own task id (train.logits: seen | current).
+  virtual torch::Tensor row_loss(const torch::Tensor& output, const Batch& batch, const torch::Tensor& masks) = 0;
+  /// Targets drawn from the model's predictive distribution (EWC's expected Fisher).
+  virtual torch::Tensor sample_targets(const torch::Tensor& output, const Batch& batch, const torch::Tensor& masks,
+                                       at::Generator& gen) = 0;
+  /// The loss minimised: the mean of row_loss, or sum(batch.weights * row_loss) when the batch
+  /// carries weights (replay terms weighted apart from the current rows).
+  virtual torch::Tensor task_loss(const torch::Tensor& output, const Batch& batch, const torch::Tensor& masks);
+};
+
+/// Builds a fresh model of the run's architecture on the run's device (teachers, anchors).
+using ModelFactory = std::function<std::shared_ptr<Model>()>;
+
+/// Copies every parameter and buffer of `src` into `dst` (same architecture).
+void copy_state(const torch::nn::Module& src, torch::nn::Module& dst);
+
+/// A backbone with one linear head over every class of the stream. Task-IL is multi-head by
+/// masking this head's logits to the task's classes.
+class Classifier : public Model {
+ public:
+  Classifier(std::shared_ptr<Backbone> backbone, int64_t num_classes);
+  torch::Tensor forward(const Batch& batch) override { return logits(batch.inputs); }
+  torch::Tensor logits(const torch::Tensor& x) { return head->forward(backbone->forward(x)); }
+  torch::Tensor features(const torch::Tensor& x) { return backbone->forward(x); }
+  torch::Tensor row_loss(const torch::Tensor& output, const Batch& batch, const torch::Tensor& masks) override;
+  torch::Tensor task_loss(const torch::Tensor& output, const Batch& batch, const torch::Tensor& masks) override;
+  torch::Tensor sample_targets(const torch::Tensor& output, const Batch& batch, const torch::Tensor& masks,
+                               at::Generator& gen) override;
+
+  std::shared_ptr<Backbone> backbone;
+  nn::Linear head{nullptr};
+
+ private:
+  torch::Tensor masked(const torch::Tensor& logits, const Batch& batch, const torch::Tensor& masks) const;
+};
+
+/// Parameter initialisation schemes (backbone.init): `default` keeps each layer's own (PyTorch's),
+/// `xavier_uniform` redraws Linear and conv weights Xavier-uniform with zero biases (Mammoth's MLPs).
+void initialize(torch::nn::Module& module, const std::string& scheme);
+
+}  // namespace clrun

@@ -1,0 +1,54 @@
+// Batch selection and concatenation.
+#include "clrun/data/batch.hpp"
+
+#include <torch/torch.h>
+
+namespace clrun {
+
+Batch Batch::select(const torch::Tensor& positions) const {
+  auto sel = [&](const torch::Tensor& t) { return t.defined() ? t.index_select(0, positions) : t; };
+  Batch out{sel(inputs), sel(targets), sel(task_ids), sel(index), sel(weights), {}};
+  for (const auto& [name, t] : extra) out.extra[name] = sel(t);
+  return out;
+}
+
+Batch Batch::cat(const std::vector<Batch>& parts) {
+  if (parts.size() == 1) return parts[0];
+  auto all = [&](auto field) {
+    std::vector<torch::Tensor> ts;
+    for (const Batch& b : parts) {
+      if (!(b.*field).defined()) return torch::Tensor();
+      ts.push_back(b.*field);
+    }
+    return ts.empty() ? torch::Tensor() : torch::cat(ts);
+  };
+  Batch out;
+  out.inputs = all(&Batch::inputs);
+  out.targets = all(&Batch::targets);
+  out.task_ids = all(&Batch::task_ids);
+  bool any_weights = false, any_index = false;
+  for (const Batch& b : parts) any_weights |= b.weights.defined(), any_index |= b.index.defined();
+  std::vector<torch::Tensor> weights, index;
+  for (const Batch& b : parts) {
+    const auto opts = b.targets.options();
+    if (any_weights)
+      weights.push_back(b.weights.defined() ? b.weights
+                                            : torch::full({b.size()}, 1.0 / static_cast<double>(std::max<int64_t>(1, b.size())),
+                                                          opts.dtype(torch::kFloat32)));
+    if (any_index) index.push_back(b.index.defined() ? b.index : torch::full({b.size()}, -1, opts.dtype(torch::kInt64)));
+  }
+  if (any_weights) out.weights = torch::cat(weights);
+  if (any_index) out.index = torch::cat(index);
+  for (const auto& [name, t] : parts[0].extra) {
+    std::vector<torch::Tensor> ts;
+    for (const Batch& b : parts) {
+      auto it = b.extra.find(name);
+      if (it == b.extra.end()) break;
+      ts.push_back(it->second);
+    }
+    if (ts.size() == parts.size()) out.extra[name] = torch::cat(ts);
+  }
+  return out;
+}
+
+}  // namespace clrun

@@ -1,0 +1,106 @@
+// `replay` (experience replay, ER), `der` and `derpp` (Buzzega et al. 2020, dark experience
+// replay). Each step appends a draw from the memory to the current minibatch and trains on the
+// joint batch in one forward/backward; the current rows then enter the memory (after the step,
+// as Mammoth does). ER takes the plain mean loss over the joint batch (Mammoth's ER). DER adds
+// alpha * MSE(logits of memory rows, logits stored at insertion); DER++ also beta * CE on a
+// second memory draw. Memory rows are masked by their own task (train.logits) and weighted
+// apart from the current rows through the batch's per-row weights.
+#include <torch/torch.h>
+
+#include "clrun/strategies/memory.hpp"
+#include "clrun/strategies/strategy.hpp"
+
+namespace clrun {
+
+namespace {
+
+struct DerOptions : MemoryOptions {
+  double alpha = 0.1;
+  template <class V>
+  void fields(V& v) {
+    MemoryOptions::fields(v);
+    v("alpha", alpha, "weight of the MSE between memory logits and the logits stored with them", at_least(0));
+  }
+};
+
+struct DerppOptions : DerOptions {
+  double beta = 0.5;
+  template <class V>
+  void fields(V& v) {
+    DerOptions::fields(v);
+    v("beta", beta, "weight of the cross-entropy on a second memory draw", at_least(0));
+  }
+};
+
+class Replay : public Strategy {
+ public:
+  enum class Kind { er, der, derpp };
+  Replay(Kind kind, const DerppOptions& o) : kind_(kind), o_(o), memory_(o.memory_size, memory_policy(o.policy)) {}
+
+  nlohmann::json describe() const override { return {{"memory", memory_.describe()}}; }
+
+ protected:
+  void on_before_forward(StepContext& ctx) override {
+    mse_rows_ = 0;
+    if (memory_.empty()) return;
+    const int64_t n = o_.replay_batch_size > 0 ? o_.replay_batch_size : ctx.current_rows;
+    Batch first = memory_.sample(ctx.stream, n, rng());
+    if (kind_ == Kind::er) {
+      ctx.batch = Batch::cat({ctx.batch, first});
+      return;
+    }
+    // DER: the first draw feeds only the logit MSE (weight 0 in the cross-entropy); DER++'s
+    // second, independent draw adds beta * its mean cross-entropy.
+    mse_rows_ = first.size();
+    first.weights = torch::zeros({first.size()}, first.targets.options().dtype(torch::kFloat32));
+    std::vector<Batch> parts = {ctx.batch, first};
+    if (kind_ == Kind::derpp) {
+      Batch second = memory_.sample(ctx.stream, n, rng());
+      second.weights = torch::full({second.size()}, o_.beta / static_cast<double>(second.size()),
+                                   second.targets.options().dtype(torch::kFloat32));
+      parts.push_back(second);
+    }
+    stored_ = first.extra.at("logits");
+    ctx.batch = Batch::cat(parts);
+  }
+  void on_loss_terms(StepContext& ctx) override {
+    if (mse_rows_ == 0 || o_.alpha == 0) return;
+    torch::Tensor out = ctx.output.slice(0, ctx.current_rows, ctx.current_rows + mse_rows_);
+    ctx.add_loss("der_mse", o_.alpha * torch::mse_loss(out, stored_));
+  }
+  void on_after_step(StepContext& ctx) override {
+    Batch current = ctx.batch.select(torch::arange(ctx.current_rows, ctx.batch.index.options()));
+    torch::Tensor logits = kind_ == Kind::er ? torch::Tensor() : ctx.output.slice(0, 0, ctx.current_rows);
+    memory_.add(ctx.stream, current, logits, ctx.task, rng());
+  }
+  void save(torch::serialize::OutputArchive& archive) const override { memory_.save(archive); }
+  void load(torch::serialize::InputArchive& archive) override { memory_.load(archive, env().device); }
+
+ private:
+  Kind kind_;
+  DerppOptions o_;
+  ReplayMemory memory_;
+  int64_t mse_rows_ = 0;
+  torch::Tensor stored_;
+};
+
+}  // namespace
+
+void register_replay(StrategyRegistry& registry) {
+  registry.add<MemoryOptions>("replay", "experience replay (ER): a memory draw joins every minibatch",
+                              [](const MemoryOptions& o, uint64_t) {
+                                DerppOptions d;
+                                static_cast<MemoryOptions&>(d) = o;
+                                return std::make_shared<Replay>(Replay::Kind::er, d);
+                              });
+  registry.add<DerOptions>("der", "dark experience replay: memory logits kept close to the stored ones",
+                           [](const DerOptions& o, uint64_t) {
+                             DerppOptions d;
+                             static_cast<DerOptions&>(d) = o;
+                             return std::make_shared<Replay>(Replay::Kind::der, d);
+                           });
+  registry.add<DerppOptions>("derpp", "DER++: DER plus cross-entropy on a second memory draw",
+                             [](const DerppOptions& o, uint64_t) { return std::make_shared<Replay>(Replay::Kind::derpp, o); });
+}
+
+}  // namespace clrun
