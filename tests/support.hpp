@@ -8,6 +8,8 @@
 
 #include "clrun/config/spec.hpp"
 #include "clrun/data/idx.hpp"
+#include "clrun/models/model.hpp"
+#include "clrun/streams/stream.hpp"
 
 namespace clrun::test {
 
@@ -71,5 +73,15 @@ inline std::string tiny_config(const std::string& data_dir, const std::string& e
          "train: {epochs: 2, batch_size: 16, optimizer: {name: sgd, lr: 0.05, momentum: 0.9}}\n"
          "eval: {batch_size: 64}\n" + extra;
 }
+
+/// Fresh classifiers of the spec's backbone for `stream` (what the runner hands the Trainer).
+inline ModelFactory model_factory(const ExperimentSpec& spec, const Stream& stream) {
+  return [&spec, &stream] {
+    return std::shared_ptr<Model>(std::make_shared<Classifier>(spec.backbone.build(stream.input_shape), stream.num_classes));
+  };
+}
+
+/// The Classifier behind a Model reference (tests look at its head).
+inline Classifier& classifier(Model& model) { return dynamic_cast<Classifier&>(model); }
 
 }  // namespace clrun::test

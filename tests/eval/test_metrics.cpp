@@ -29,6 +29,16 @@ TEST_CASE("named metrics follow the protocol's formulas", "[eval][metrics]") {
   CHECK(*x.fwt == Approx(10));
 }
 
+TEST_CASE("forgetting takes its max over rows t >= i only", "[eval][metrics]") {
+  // Row 0 scores task 1 at 95 before task 1 was learned (domain-IL can); the max must not see it.
+  AccuracyMatrix m({100, 100, 100});
+  m.add_row({90, 95, 0});
+  m.add_row({60, 80, 40});
+  m.add_row({50, 70, 90});
+  // task 0: max(90, 60) - 50 = 40; task 1: max(80) - 70 = 10 (the other reading gives 95 - 70 = 25)
+  CHECK(*compute_metrics(m).forgetting == Approx(25));
+}
+
 TEST_CASE("metrics are undefined, not zero, where the formula is empty", "[eval][metrics]") {
   AccuracyMatrix m({10, 10});
   m.add_row({5, 0});

@@ -2,7 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include "clrun/config/spec.hpp"
-#include "clrun/models/backbone.hpp"
+#include "clrun/models/model.hpp"
 
 using namespace clrun;
 
@@ -11,8 +11,8 @@ TEST_CASE("mlp and cnn produce features of their declared size", "[models]") {
     auto spec = parse_spec(yaml, "x.yaml");
     std::shared_ptr<Backbone> b = spec.backbone.build(std::vector<int64_t>{1, 28, 28});
     CHECK(b->feature_dim() == 7);
-    Classifier model(b, 10);
-    torch::Tensor logits = model->forward(torch::randn({5, 1, 28, 28}));
+    auto model = std::make_shared<Classifier>(b, 10);
+    torch::Tensor logits = model->logits(torch::randn({5, 1, 28, 28}));
     CHECK(logits.sizes() == std::vector<int64_t>{5, 10});
     CHECK(model->features(torch::randn({2, 1, 28, 28})).sizes() == std::vector<int64_t>{2, 7});
     // named submodules, so strategies can select layers by name

@@ -25,24 +25,24 @@ class Recording : public Strategy {
   void on_before_task(TaskContext& ctx) override {
     ++tasks_before;
     int64_t n = 0;
-    ctx.for_each_train_batch(ctx.task, 7, [&](const torch::Tensor& x, const torch::Tensor&) { n += x.size(0); });
+    ctx.for_each_train_batch(ctx.task, 7, 0, [&](const Batch& b) { n += b.size(); });
     CHECK(n == ctx.stream.tasks[ctx.task].train_rows.size(0));
   }
   void on_before_forward(StepContext& ctx) override { note(ctx, "before_forward"); }
   void on_loss_terms(StepContext& ctx) override {
     note(ctx, "loss_terms");
-    REQUIRE(ctx.logits.defined());
-    ctx.add_loss("probe", ctx.logits.sum() * 0.0 + 0.5);
+    REQUIRE(ctx.output.defined());
+    ctx.add_loss("probe", ctx.output.sum() * 0.0 + 0.5);
   }
   void on_before_backward(StepContext& ctx) override { note(ctx, "before_backward"); }
   void on_after_backward(StepContext& ctx) override {
     note(ctx, "after_backward");
-    grads_seen = grads_seen || ctx.model->head->weight.grad().defined();
-    snapshot = ctx.model->head->weight.detach().clone();
+    grads_seen = grads_seen || test::classifier(ctx.model).head->weight.grad().defined();
+    snapshot = test::classifier(ctx.model).head->weight.detach().clone();
   }
   void on_after_step(StepContext& ctx) override {
     note(ctx, "after_step");
-    weights_moved = weights_moved || !ctx.model->head->weight.detach().equal(snapshot);
+    weights_moved = weights_moved || !test::classifier(ctx.model).head->weight.detach().equal(snapshot);
   }
   void on_after_task(TaskContext&) override { ++tasks_after; }
   torch::Tensor on_eval_logits(const EvalContext&, torch::Tensor logits) override {
@@ -63,12 +63,12 @@ TEST_CASE("the trainer reaches every hook, in order", "[strategies][hooks]") {
   test::write_tiny_mnist(dir.path());
   ExperimentSpec spec = parse_spec(test::tiny_config(dir.path()), "tiny.yaml");
   auto stream = spec.stream.build(spec.dataset.build(), spec.seed);
-  Classifier model(spec.backbone.build(stream->input_shape), stream->num_classes);
+  auto model = std::make_shared<Classifier>(spec.backbone.build(stream->input_shape), stream->num_classes);
   Recording strategy;
-  Trainer trainer(spec, *stream, model, strategy);
+  Trainer trainer(spec, *stream, model, strategy, test::model_factory(spec, *stream));
   TaskStats stats = trainer.train_task(0);
   trainer.train_task(1);
-  Evaluator(*stream, strategy, 64, true).evaluate(model, 1);
+  Evaluator(*stream, strategy, 64, true).evaluate(*model, 1);
 
   CHECK(strategy.first_step ==
         std::vector<std::string>{"before_forward", "loss_terms", "before_backward", "after_backward", "after_step"});
@@ -148,10 +148,10 @@ TEST_CASE("cumulative on a domain stream gives each sample its own task's transf
     void on_before_forward(StepContext& ctx) override {
       ++batches;
       // every input row equals the transform of some task applied to some training image
-      for (int64_t i = 0; i < ctx.x.size(0); ++i) {
+      for (int64_t i = 0; i < ctx.batch.size(); ++i) {
         bool found = false;
         for (int t = 0; t <= ctx.task && !found; ++t)
-          found = (inputs_[t] - ctx.x[i]).abs().flatten(1).amax(1).lt(1e-5).any().item<bool>();
+          found = (inputs_[t] - ctx.batch.inputs[i]).abs().flatten(1).amax(1).lt(1e-5).any().item<bool>();
         matched += found;
       }
     }
@@ -159,8 +159,8 @@ TEST_CASE("cumulative on a domain stream gives each sample its own task's transf
    private:
     std::vector<torch::Tensor> inputs_;  ///< every training input of each task, transformed
   } check(*stream);
-  Classifier model(spec.backbone.build(stream->input_shape), stream->num_classes);
-  Trainer trainer(spec, *stream, model, check);
+  auto model = std::make_shared<Classifier>(spec.backbone.build(stream->input_shape), stream->num_classes);
+  Trainer trainer(spec, *stream, model, check, test::model_factory(spec, *stream));
   TaskStats stats = trainer.train_task(2);
   CHECK(stats.samples == 3 * 200);
   CHECK(check.matched == stats.samples);

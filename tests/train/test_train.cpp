@@ -19,6 +19,9 @@ void fake_step(torch::optim::Optimizer& opt, std::vector<torch::Tensor>& params,
   loss.backward();
   opt.step();
 }
+std::vector<torch::optim::OptimizerParamGroup> groups(const std::vector<torch::Tensor>& params) {
+  return {torch::optim::OptimizerParamGroup(params)};
+}
 std::vector<torch::Tensor> clone_all(const std::vector<torch::Tensor>& ps) {
   std::vector<torch::Tensor> out;
   for (const auto& p : ps) out.push_back(p.detach().clone().requires_grad_());
@@ -31,7 +34,7 @@ TEST_CASE("a reloaded optimizer continues exactly like one that never stopped", 
     INFO(name);
     auto spec = parse_spec("train: {optimizer: {name: " + name + (name == "sgd" ? ", momentum: 0.9" : "") + "}}", "x.yaml");
     auto a = make_params();
-    auto opt_a = spec.train.optimizer.build(a);
+    auto opt_a = spec.train.optimizer.build(groups(a));
     for (int k = 0; k < 3; ++k) fake_step(*opt_a, a, k);
     // save, then restore into fresh parameters and a fresh optimizer
     torch::serialize::OutputArchive out;
@@ -39,7 +42,7 @@ TEST_CASE("a reloaded optimizer continues exactly like one that never stopped", 
     std::ostringstream buffer;
     out.save_to(buffer);
     auto b = clone_all(a);
-    auto opt_b = spec.train.optimizer.build(b);
+    auto opt_b = spec.train.optimizer.build(groups(b));
     torch::serialize::InputArchive in;
     std::istringstream read(buffer.str());
     in.load_from(read);
@@ -82,18 +85,19 @@ struct Setup {
     spec = parse_spec(test::tiny_config(dir.path()), "tiny.yaml", overrides);
     stream = spec.stream.build(spec.dataset.build(), spec.seed);
   }
-  Classifier model() {
+  std::shared_ptr<Classifier> model() {
     torch::manual_seed(11);
-    return Classifier(spec.backbone.build(stream->input_shape), stream->num_classes);
+    return std::make_shared<Classifier>(spec.backbone.build(stream->input_shape), stream->num_classes);
   }
+  ModelFactory factory() const { return test::model_factory(spec, *stream); }
 };
 }  // namespace
 
 TEST_CASE("training is deterministic given the seed and learns the task", "[train]") {
   Setup s;
   Strategy plain_a, plain_b;
-  Classifier a = s.model(), b = s.model();
-  Trainer ta(s.spec, *s.stream, a, plain_a), tb(s.spec, *s.stream, b, plain_b);
+  auto a = s.model(), b = s.model();
+  Trainer ta(s.spec, *s.stream, a, plain_a, s.factory()), tb(s.spec, *s.stream, b, plain_b, s.factory());
   TaskStats first = ta.train_task(0);
   tb.train_task(0);
   CHECK(a->head->weight.equal(b->head->weight));
@@ -107,14 +111,14 @@ TEST_CASE("iterations, drop_last, grad clipping and the logits convention", "[tr
   SECTION("iterations override epochs") {
     Setup s({parse_override("train.iterations=5")});
     Strategy plain;
-    Classifier m = s.model();
-    CHECK(Trainer(s.spec, *s.stream, m, plain).train_task(0).steps == 5);
+    auto m = s.model();
+    CHECK(Trainer(s.spec, *s.stream, m, plain, s.factory()).train_task(0).steps == 5);
   }
   SECTION("drop_last drops the partial batch") {
     Setup s({parse_override("train.drop_last=true"), parse_override("train.epochs=1")});
     Strategy plain;
-    Classifier m = s.model();
-    TaskStats st = Trainer(s.spec, *s.stream, m, plain).train_task(0);
+    auto m = s.model();
+    TaskStats st = Trainer(s.spec, *s.stream, m, plain, s.factory()).train_task(0);
     CHECK(st.steps == 2);
     CHECK(st.samples == 32);
   }
@@ -122,10 +126,10 @@ TEST_CASE("iterations, drop_last, grad clipping and the logits convention", "[tr
     Setup s({parse_override("train.grad_clip=1e-6"), parse_override("train.optimizer={name: sgd, lr: 1.0}"),
              parse_override("train.iterations=1")});
     Strategy plain;
-    Classifier m = s.model();
+    auto m = s.model();
     std::vector<torch::Tensor> before;
     for (const auto& p : m->parameters()) before.push_back(p.detach().clone());
-    Trainer(s.spec, *s.stream, m, plain).train_task(0);
+    Trainer(s.spec, *s.stream, m, plain, s.factory()).train_task(0);
     double moved = 0;
     auto params = m->parameters();
     for (std::size_t i = 0; i < params.size(); ++i) moved += (params[i].detach() - before[i]).pow(2).sum().item<double>();
@@ -135,9 +139,9 @@ TEST_CASE("iterations, drop_last, grad clipping and the logits convention", "[tr
   SECTION("logits: current trains only the current task's head rows") {
     Setup s({parse_override("train.logits=current"), parse_override("train.optimizer={name: sgd, lr: 0.1}")});
     Strategy plain;
-    Classifier m = s.model();
+    auto m = s.model();
     torch::Tensor before = m->head->weight.detach().clone();
-    Trainer(s.spec, *s.stream, m, plain).train_task(1);  // classes 2, 3
+    Trainer(s.spec, *s.stream, m, plain, s.factory()).train_task(1);  // classes 2, 3
     torch::Tensor moved = (m->head->weight.detach() - before).abs().sum(1);
     CHECK(moved[2].item<float>() > 0);
     CHECK(moved[0].item<float>() == 0);

@@ -33,20 +33,9 @@ class Agem : public Strategy {
   }
   void on_after_backward(StepContext&) override {
     if (reference_.empty()) return;
-    std::vector<torch::Tensor> g, r;
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      if (!params_[i].grad().defined() || !reference_[i].defined()) continue;
-      g.push_back(params_[i].grad().view(-1));
-      r.push_back(reference_[i].view(-1));
-    }
-    if (g.empty()) return;
-    torch::Tensor gflat = torch::cat(g), rflat = torch::cat(r);
-    torch::Tensor coef = (gflat.dot(rflat).clamp_max(0.0) / (rflat.dot(rflat) + 1e-12));
-    torch::NoGradGuard no_grad;
-    for (std::size_t i = 0, k = 0; i < params_.size(); ++i) {
-      if (!params_[i].grad().defined() || !reference_[i].defined()) continue;
-      params_[i].mutable_grad().sub_(coef * r[k++].view_as(params_[i]));
-    }
+    std::vector<torch::Tensor> grads;
+    for (auto& p : params_) grads.push_back(p.grad());
+    agem_project(grads, reference_);
   }
   void on_after_step(StepContext& ctx) override {
     Batch current = ctx.batch.select(torch::arange(ctx.current_rows, ctx.batch.index.options()));
@@ -62,6 +51,19 @@ class Agem : public Strategy {
 };
 
 }  // namespace
+
+void agem_project(std::vector<torch::Tensor>& grads, const std::vector<torch::Tensor>& reference) {
+  std::vector<torch::Tensor> g, r;
+  for (std::size_t i = 0; i < grads.size(); ++i)
+    if (grads[i].defined() && reference[i].defined()) g.push_back(grads[i].view(-1)), r.push_back(reference[i].view(-1));
+  if (g.empty()) return;
+  torch::NoGradGuard no_grad;
+  torch::Tensor gflat = torch::cat(g), rflat = torch::cat(r);
+  // min(0, g.r) / r.r: zero when g agrees with the reference, so no branch and no host sync.
+  torch::Tensor coef = gflat.dot(rflat).clamp_max(0.0) / (rflat.dot(rflat) + 1e-12);
+  for (std::size_t i = 0; i < grads.size(); ++i)
+    if (grads[i].defined() && reference[i].defined()) grads[i].sub_(coef * reference[i]);
+}
 
 void register_agem(StrategyRegistry& registry) {
   registry.add<AgemOptions>("agem", "A-GEM: project the gradient when it conflicts with a memory reference gradient",

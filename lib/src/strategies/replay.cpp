@@ -44,23 +44,27 @@ class Replay : public Strategy {
     mse_rows_ = 0;
     if (memory_.empty()) return;
     const int64_t n = o_.replay_batch_size > 0 ? o_.replay_batch_size : ctx.current_rows;
-    Batch first = memory_.sample(ctx.stream, n, rng());
     if (kind_ == Kind::er) {
-      ctx.batch = Batch::cat({ctx.batch, first});
+      ctx.batch = Batch::cat({ctx.batch, memory_.sample(ctx.stream, n, rng())});
       return;
     }
     // DER: the first draw feeds only the logit MSE (weight 0 in the cross-entropy); DER++'s
-    // second, independent draw adds beta * its mean cross-entropy.
-    mse_rows_ = first.size();
-    first.weights = torch::zeros({first.size()}, first.targets.options().dtype(torch::kFloat32));
-    std::vector<Batch> parts = {ctx.batch, first};
-    if (kind_ == Kind::derpp) {
+    // second, independent draw adds beta * its mean cross-entropy. A term of weight 0 draws
+    // nothing, so alpha = beta = 0 is finetune exactly.
+    std::vector<Batch> parts = {ctx.batch};
+    if (o_.alpha > 0) {
+      Batch first = memory_.sample(ctx.stream, n, rng());
+      mse_rows_ = first.size();
+      first.weights = torch::zeros({first.size()}, first.targets.options().dtype(torch::kFloat32));
+      stored_ = first.extra.at("logits");
+      parts.push_back(first);
+    }
+    if (kind_ == Kind::derpp && o_.beta > 0) {
       Batch second = memory_.sample(ctx.stream, n, rng());
       second.weights = torch::full({second.size()}, o_.beta / static_cast<double>(second.size()),
                                    second.targets.options().dtype(torch::kFloat32));
       parts.push_back(second);
     }
-    stored_ = first.extra.at("logits");
     ctx.batch = Batch::cat(parts);
   }
   void on_loss_terms(StepContext& ctx) override {

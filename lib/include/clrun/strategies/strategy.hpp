@@ -208,6 +208,10 @@ void write_tensors(torch::serialize::OutputArchive& archive, const std::string& 
                    const std::vector<torch::Tensor>& tensors);
 std::vector<torch::Tensor> read_tensors(torch::serialize::InputArchive& archive, const std::string& key,
                                         torch::Device device);
+/// A-GEM's projection, in place: where grads . reference < 0, grads -= (g.r / r.r) reference
+/// (over every entry defined in both lists, as one flat vector).
+void agem_project(std::vector<torch::Tensor>& grads, const std::vector<torch::Tensor>& reference);
+
 /// Trainable parameters of `model` as detached copies (anchors, snapshots).
 std::vector<torch::Tensor> snapshot_parameters(Model& model);
 
