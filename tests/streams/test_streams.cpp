@@ -100,3 +100,30 @@ TEST_CASE("rotated streams rotate by the task's angle", "[streams][rotated]") {
   CHECK(matches);
   CHECK_THROWS_WITH(f.build("{name: rotated, num_tasks: 3, angles: [0, 90]}"), Catch::Contains("stream.angles: has 2 angles"));
 }
+
+TEST_CASE("a validation split is carved from the training data, stratified and fixed", "[streams][validation]") {
+  test::TempDir dir("validation");
+  test::write_tiny_mnist(dir.path());
+  auto build = [&](uint64_t seed) {
+    ExperimentSpec spec = parse_spec(test::tiny_config(dir.path()), "tiny.yaml",
+                                     {parse_override("stream.validation=0.25"), parse_override("seed=" + std::to_string(seed))});
+    auto stream = spec.stream.build(spec.dataset.build(), spec.seed);
+    stream->carve_validation(spec.stream_common.validation);
+    return stream;
+  };
+  auto s = build(3);
+  CHECK(s->validation);
+  CHECK(s->train.size() == 150);  // 200 training images, 25% held out
+  CHECK(s->test.size() == 50);
+  for (const Task& t : s->tasks) {
+    CHECK(t.train_rows.size(0) == 30);  // two classes of 20 minus 5 each
+    CHECK(t.test_rows.size(0) == 10);
+    for (int64_t c : t.classes) CHECK(s->test.labels.index_select(0, t.test_rows).eq(c).sum().item<int64_t>() == 5);
+  }
+  // the held-out images are training images that left the training split, the same for every run seed
+  auto other = build(4);
+  CHECK(other->test.images.equal(s->test.images));
+  auto flat = [](const torch::Tensor& x) { return x.flatten(1).to(torch::kInt64); };
+  torch::Tensor d = torch::cdist(flat(s->test.images).to(torch::kFloat32), flat(s->train.images).to(torch::kFloat32));
+  CHECK(d.min().item<float>() > 0);
+}

@@ -49,12 +49,14 @@ class SquaredGradTap : public nn::LinearTap {
  public:
   std::map<nn::LinearImpl*, std::vector<torch::Tensor>> inputs;
   std::map<nn::LinearImpl*, std::pair<torch::Tensor, torch::Tensor>> sums;  ///< weight, bias
+  bool active = true;  ///< off while the per-sample loop runs its own passes
 
   void on_forward(nn::LinearImpl& layer, const torch::Tensor& input, const torch::Tensor&) override {
-    inputs[&layer].push_back(input.detach());
+    if (active) inputs[&layer].push_back(input.detach());
   }
-  bool wants_output_grad() const override { return true; }
+  bool wants_output_grad() const override { return active; }
   void on_output_grad(nn::LinearImpl& layer, const torch::Tensor& grad) override {
+    if (!active) return;
     torch::NoGradGuard no_grad;
     auto& stack = inputs[&layer];
     torch::Tensor x = stack.back();
@@ -174,7 +176,9 @@ std::vector<torch::Tensor> estimate_fisher(TaskContext& ctx, const FisherOptions
       ctx.model.row_loss(out, b, ctx.loss.masks).sum().backward();
       for (std::size_t i = 0; i < params.size(); ++i) params[i].requires_grad_(loop_over[i]);
       b.inputs = b.inputs.detach();
+      tap.active = false;
       accumulate_per_sample_loop(ctx, b, params, loop_over, fisher);
+      tap.active = true;
     });
   }
   torch::NoGradGuard no_grad;
