@@ -173,6 +173,21 @@ TEST_CASE("report: one config is labelled by its name; new metrics become column
   CHECK(report.groups[0].stats.at("new_metric").mean == 1.5);
 }
 
+TEST_CASE("report: groups of one name are labelled by every key that differs", "[io][report]") {
+  test::TempDir dir("report_labels");
+  json a = complete_run(0, 0.1, 50, 10, {50});
+  json b = a, c = a;
+  b["config"]["train"]["epochs"] = 2;
+  c["config"]["train"]["optimizer"]["lr"] = 0.01;
+  c["config"]["strategy"] = {{"name", "finetune"}, {"extra", json::object()}};
+  for (auto [name, run] : {std::pair{"a", a}, {"b", b}, {"c", c}}) write_run(dir, name, run);
+  std::vector<std::string> labels;
+  for (const RunGroup& g : build_report(load_runs({dir.path()})).groups) labels.push_back(g.label);
+  CHECK(labels == std::vector<std::string>{"exp (strategy.extra=(unset), train.epochs=(unset), train.optimizer.lr=0.1)",
+                                           "exp (strategy.extra=(unset), train.epochs=2, train.optimizer.lr=0.1)",
+                                           "exp (strategy.extra={}, train.epochs=(unset), train.optimizer.lr=0.01)"});
+}
+
 TEST_CASE("report: unreadable input is an InputError naming the file", "[io][report]") {
   test::TempDir dir("report_bad");
   auto check_rejected = [&](const std::string& text, const std::string& what) {

@@ -187,30 +187,31 @@ std::pair<std::size_t, std::string> column_rank(const std::string& name) {
   return {leading_columns.size(), name};
 }
 
-/// Leaf key paths of a config ("train.optimizer.lr" -> "0.1"); lists are leaves.
-void flatten(const json& j, const std::string& prefix, std::map<std::string, std::string>& out) {
-  if (j.is_object()) {
+/// Leaf values of a config by key path ("train.optimizer.lr" -> 0.1); lists and empty maps are leaves.
+void flatten(const json& j, const std::string& prefix, std::map<std::string, json>& out) {
+  if (j.is_object() && !j.empty()) {
     for (const auto& [key, value] : j.items()) flatten(value, prefix.empty() ? key : prefix + "." + key, out);
   } else {
-    out[prefix] = j.is_string() ? j.get<std::string>() : j.dump();
+    out[prefix] = j;
   }
 }
 
-/// Labels for groups that share a config name: the name plus the keys whose values differ.
+/// Labels for groups that share a config name (each label is the name on entry): the name plus
+/// the keys whose values differ.
 void label_groups(std::vector<RunGroup>& groups, const std::vector<json>& configs) {
   std::map<std::string, std::vector<std::size_t>> by_name;
   for (std::size_t g = 0; g < groups.size(); ++g) by_name[groups[g].label].push_back(g);
   for (const auto& [name, members] : by_name) {
     if (members.size() < 2) continue;
-    std::vector<std::map<std::string, std::string>> flat(members.size());
+    std::vector<std::map<std::string, json>> flat(members.size());
     std::set<std::string> keys;
     for (std::size_t m = 0; m < members.size(); ++m) {
       flatten(configs[members[m]], "", flat[m]);
       for (const auto& kv : flat[m]) keys.insert(kv.first);
     }
-    auto value = [&](std::size_t m, const std::string& key) {
+    auto value = [&](std::size_t m, const std::string& key) -> std::optional<json> {
       auto it = flat[m].find(key);
-      return it == flat[m].end() ? std::string("(unset)") : it->second;
+      return it == flat[m].end() ? std::nullopt : std::optional<json>(it->second);
     };
     std::vector<std::string> differing;
     for (const std::string& key : keys)
@@ -221,7 +222,10 @@ void label_groups(std::vector<RunGroup>& groups, const std::vector<json>& config
         }
     for (std::size_t m = 0; m < members.size(); ++m) {
       std::vector<std::string> parts;
-      for (const std::string& key : differing) parts.push_back(key + "=" + value(m, key));
+      for (const std::string& key : differing) {
+        std::optional<json> v = value(m, key);
+        parts.push_back(key + "=" + (!v ? "(unset)" : v->is_string() ? v->get<std::string>() : v->dump()));
+      }
       groups[members[m]].label = name + " (" + join(parts, ", ") + ")";
     }
   }
@@ -385,6 +389,7 @@ std::vector<RunRecord> load_runs(const std::vector<std::string>& paths) {
     if (files.size() == before)
       throw InputError(one_line(path + ": no run found (no metrics.json in it or in any folder under it)"));
   }
+  std::sort(files.begin(), files.end());  // a directory walk has no fixed order: keep rows and errors stable
   // The same run reached through two paths counts once.
   std::set<std::string> seen;
   std::vector<RunRecord> runs;
@@ -394,7 +399,6 @@ std::vector<RunRecord> load_runs(const std::vector<std::string>& paths) {
     if (!seen.insert(ec ? file : canonical).second) continue;
     runs.push_back(read_run(file));
   }
-  std::sort(runs.begin(), runs.end(), [](const RunRecord& a, const RunRecord& b) { return a.dir < b.dir; });
   return runs;
 }
 

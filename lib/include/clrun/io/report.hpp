@@ -30,7 +30,7 @@ struct RunRecord {
 RunRecord read_run(const std::string& metrics_path);
 
 /// Each path is a run directory, a metrics.json, or a folder searched recursively for run
-/// directories. A path that does not exist or holds no run is an InputError. Sorted by directory.
+/// directories. A path that does not exist or holds no run is an InputError. Sorted by path.
 std::vector<RunRecord> load_runs(const std::vector<std::string>& paths);
 
 /// Mean and sample standard deviation (ddof=1; 0 for n=1) of the n values that are defined.
