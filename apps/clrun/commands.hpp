@@ -24,5 +24,6 @@ ExperimentSpec load_with_overrides(const std::string& config, const std::vector<
 void set_run_command(CLI::App& app);
 void set_validate_command(CLI::App* sub);
 void set_list_command(CLI::App* sub);
+void set_report_command(CLI::App* sub);
 
 }  // namespace clrun::app

@@ -29,12 +29,14 @@ int main(int argc, char** argv) {
 
   CLI::App app{"clrun: fast, faithful continual-learning experiments\n"
                "  clrun CONFIG.yaml [--set key.path=value ...] [--out DIR] [--seed N] [--device D] [--resume]\n"
-               "  clrun validate CONFIG.yaml [--set ...]\n"
-               "  clrun list [KIND] [--params]",
+               "  clrun validate CONFIG.yaml [--set ...] [--run-dir]\n"
+               "  clrun list [KIND] [--params]\n"
+               "  clrun report RUN_DIR_OR_FOLDER... [--format md|csv] [--out-dir DIR] [--plot PREFIX] [--matrix RUN_DIR]",
                "clrun"};
   app.set_version_flag("--version", "clrun " + build_info().clrun_version + " (" + build_info().git_commit + ")");
   set_validate_command(app.add_subcommand("validate", "parse and check a config; build nothing heavy"));
   set_list_command(app.add_subcommand("list", "list registered streams, datasets, backbones, strategies, optimizers, schedulers"));
+  set_report_command(app.add_subcommand("report", "mean ± std over seeds per config, as Markdown or CSV, and the accuracy-curve plot"));
   set_run_command(app);
   try {
     app.parse(argc, argv);

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "clrun/io/atomic.hpp"
+#include "clrun/train/experiment.hpp"
 #include "support.hpp"
 
 using namespace clrun;
@@ -53,6 +54,44 @@ TEST_CASE("the CLI: exit codes and messages", "[app][cli]") {
     CHECK_THAT(first.err, Catch::Contains("final average accuracy"));
     CHECK(run_cli(dir, config + out).code == 2);
     CHECK(run_cli(dir, config + out + " --resume").code == 0);
+    Result report = run_cli(dir, "report " + (dir / "run"));  // reads what a real run wrote
+    CHECK(report.code == 0);
+    CHECK_THAT(report.out, Catch::StartsWith("| run | stream | strategy | n | final_average_accuracy |") &&
+                               Catch::Contains("| tiny | split mnist class-il | finetune | 1 |"));
+    Result matrix = run_cli(dir, "report --matrix " + (dir / "run"));
+    CHECK(matrix.code == 0);
+    CHECK_THAT(matrix.out, Catch::Contains("| random init |") && Catch::Contains("task-aware accuracy"));
+  }
+  SECTION("validate --run-dir prints only the run directory") {
+    Result r = run_cli(dir, "validate " + config + " --seed 5 --set train.epochs=1 --run-dir");
+    CHECK(r.code == 0);
+    ExperimentSpec spec = load_spec(config, {parse_override("train.epochs=1"), {"seed", "5"}});
+    CHECK(r.out == default_run_dir(spec) + "\n");
+    CHECK_THAT(r.out, Catch::Contains("tiny_seed5_"));
+  }
+  SECTION("report: Markdown or CSV on stdout, files with --out-dir, exit 2 on bad input") {
+    std::filesystem::create_directories(dir / "runs/r0");
+    write_file_atomic(dir / "runs/r0/metrics.json",
+                      R"({"status": "complete", "config": {"name": "hand", "strategy": {"name": "finetune"}},
+                          "metrics": {"final_average_accuracy": 42.5, "average_accuracy_curve": [60, 42.5]}})");
+    Result md = run_cli(dir, "report " + (dir / "runs") + " --out-dir " + (dir / "report"));
+    CHECK(md.code == 0);
+    CHECK_THAT(md.out, Catch::Contains("| hand | ? ? ? | finetune | 1 | 42.50 ± 0.00 |"));
+    CHECK(read_file(dir / "report/report.md") == md.out);
+    CHECK_THAT(read_file(dir / "report/report.csv"), Catch::Contains("hand,? ? ?,finetune,1,42.50,0.00,1"));
+    CHECK_THAT(read_file(dir / "report/accuracy_curve.dat"), Catch::Contains("1 60.00 0.00 1\n2 42.50 0.00 1\n"));
+    CHECK(std::filesystem::exists(dir / "report/accuracy_curve.gp"));
+    Result csv = run_cli(dir, "report --format csv " + (dir / "runs"));
+    CHECK(csv.code == 0);
+    CHECK_THAT(csv.out, Catch::StartsWith("run,stream,strategy,n,final_average_accuracy_mean,"));
+
+    write_file_atomic(dir / "runs/r0/metrics.json", "{\"status\": ");
+    Result bad = run_cli(dir, "report " + (dir / "runs"));
+    CHECK(bad.code == 2);
+    CHECK(bad.out.empty());
+    CHECK_THAT(bad.err, Catch::Contains(dir / "runs/r0/metrics.json: not valid JSON"));
+    CHECK(run_cli(dir, "report " + (dir / "nowhere")).code == 2);
+    CHECK(run_cli(dir, "report").code == 2);
   }
   SECTION("list names every kind of component") {
     Result r = run_cli(dir, "list");
