@@ -12,6 +12,8 @@
 #include "clrun/config/spec.hpp"
 #include "clrun/core/error.hpp"
 #include "clrun/io/environment.hpp"
+#include "clrun/strategies/fisher.hpp"
+#include "clrun/core/seed.hpp"
 #include "clrun/train/experiment.hpp"
 
 namespace {
@@ -70,6 +72,42 @@ BareResult bare_loop(const ExperimentSpec& spec) {
   return r;
 }
 
+/// Seconds of the batched per-sample Fisher (Linear taps) and of one backward per sample, on
+/// the first `samples` training samples of task 0 with the config's model at its initial weights.
+nlohmann::json fisher_benchmark(const ExperimentSpec& spec, int64_t samples) {
+  auto stream = spec.stream.build(spec.dataset.build(), spec.seed);
+  torch::manual_seed(spec.seed);
+  auto model = std::make_shared<Classifier>(spec.backbone.build(stream->input_shape), stream->num_classes);
+  LossFn loss;
+  TaskContext ctx{0, *model, *stream, loss, nullptr, [&](int t, int64_t bs, int64_t limit, const auto& fn) {
+                    const Task& tk = stream->tasks.at(t);
+                    const int64_t n = limit > 0 ? std::min(limit, tk.train_rows.size(0)) : tk.train_rows.size(0);
+                    for (int64_t s = 0; s < n; s += bs) {
+                      Batch b;
+                      b.index = tk.train_rows.slice(0, s, std::min(n, s + bs));
+                      b.inputs = stream->inputs(stream->train, b.index, tk);
+                      b.targets = stream->train.labels.index_select(0, b.index);
+                      b.task_ids = torch::full_like(b.index, t);
+                      fn(b);
+                    }
+                  }};
+  FisherOptions o;
+  o.fisher_samples = samples;
+  auto gen = make_generator(spec.seed, {seed_purpose::strategy});
+  auto timed = [](auto&& f) {
+    auto start = std::chrono::steady_clock::now();
+    f();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  std::vector<torch::Tensor> a, b;
+  double batched = timed([&] { a = estimate_fisher(ctx, o, gen); });
+  double loop = timed([&] { b = estimate_fisher_per_sample_loop(ctx, o, gen); });
+  double diff = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) diff = std::max(diff, (a[i] - b[i]).abs().max().item<double>());
+  return {{"samples", samples}, {"batched_seconds", batched}, {"loop_seconds", loop}, {"speedup", loop / batched},
+          {"max_abs_difference", diff}};
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
@@ -87,6 +125,9 @@ int main(int argc, char** argv) {
   app.add_option("--set", sets, "override a key (repeatable)");
   app.add_option("--rounds", rounds, "alternating measurements of each")->check(CLI::PositiveNumber);
   app.add_option("--work", work, "scratch directory for the runner's run directories");
+  int64_t fisher_samples = 0;
+  app.add_option("--fisher", fisher_samples,
+                 "instead: time EWC's batched per-sample Fisher against a per-sample loop on N samples");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
   try {
@@ -94,6 +135,12 @@ int main(int argc, char** argv) {
     for (const auto& s : sets) overrides.push_back(parse_override(s));
     overrides.push_back({"device", "cpu"});
     ExperimentSpec spec = load_spec(config, overrides);
+    if (fisher_samples > 0) {
+      nlohmann::json f = fisher_benchmark(spec, fisher_samples);
+      f["environment"] = environment_json();
+      std::cout << f.dump(2) << "\n";
+      return 0;
+    }
     std::vector<double> runner, bare, ratio;
     for (int r = 0; r < rounds; ++r) {
       BareResult b = bare_loop(spec);

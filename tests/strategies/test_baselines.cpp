@@ -75,6 +75,12 @@ TEST_CASE("batched per-sample Fisher equals a per-sample loop", "[strategies][ew
     for (const auto& f : loop) scale = std::max(scale, f.abs().max().item<double>());
     REQUIRE(scale > 0);
     CHECK(max_abs_diff(batched, loop) < 1e-5 * std::max(1.0, scale));
+    // so does Mammoth's probability-weighted variant, and it differs from the plain one
+    o.fisher_weighting = "probability";
+    std::vector<torch::Tensor> weighted = estimate_fisher(ctx, o, gen);
+    CHECK(max_abs_diff(weighted, estimate_fisher_per_sample_loop(ctx, o, gen)) < 1e-5 * std::max(1.0, scale));
+    CHECK(max_abs_diff(weighted, loop) > 1e-7);
+    o.fisher_weighting = "none";
     // the empirical Fisher is not the minibatch estimator
     o.fisher = "empirical_batch";
     CHECK(max_abs_diff(estimate_fisher(ctx, o, gen), loop) > 1e-6);

@@ -49,7 +49,8 @@ class SquaredGradTap : public nn::LinearTap {
  public:
   std::map<nn::LinearImpl*, std::vector<torch::Tensor>> inputs;
   std::map<nn::LinearImpl*, std::pair<torch::Tensor, torch::Tensor>> sums;  ///< weight, bias
-  bool active = true;  ///< off while the per-sample loop runs its own passes
+  bool active = true;    ///< off while the per-sample loop runs its own passes
+  torch::Tensor weights;  ///< [B] per-sample weights of the current batch, or undefined
 
   void on_forward(nn::LinearImpl& layer, const torch::Tensor& input, const torch::Tensor&) override {
     if (active) inputs[&layer].push_back(input.detach());
@@ -67,8 +68,9 @@ class SquaredGradTap : public nn::LinearTap {
       if (layer.bias.defined()) b = torch::zeros_like(layer.bias);
     }
     if (grad.dim() == 2) {
-      w.addmm_(grad.square().t(), x.square());
-      if (b.defined()) b.add_(grad.square().sum(0));
+      torch::Tensor g2 = weights.defined() ? grad.square() * weights.unsqueeze(1) : grad.square();
+      w.addmm_(g2.t(), x.square());
+      if (b.defined()) b.add_(g2.sum(0));
       return;
     }
     // Several positions per sample (sequences): a sample's gradient sums over its positions, so
@@ -78,8 +80,9 @@ class SquaredGradTap : public nn::LinearTap {
     const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 26) / std::max<int64_t>(1, w.numel()));
     for (int64_t s = 0; s < rows; s += chunk) {
       torch::Tensor gs = g3.slice(0, s, s + chunk), xs = x3.slice(0, s, s + chunk);
-      w.add_(torch::bmm(gs.transpose(1, 2), xs).square().sum(0));
-      if (b.defined()) b.add_(gs.sum(1).square().sum(0));
+      torch::Tensor ws = weights.defined() ? weights.slice(0, s, s + chunk) : torch::ones({gs.size(0)}, gs.options());
+      w.add_((torch::bmm(gs.transpose(1, 2), xs).square() * ws.view({-1, 1, 1})).sum(0));
+      if (b.defined()) b.add_((gs.sum(1).square() * ws.view({-1, 1})).sum(0));
     }
   }
 };
@@ -96,9 +99,18 @@ Batch with_targets(TaskContext& ctx, const FisherOptions& o, const torch::Tensor
   return b;
 }
 
-/// Adds the squared per-sample gradients of `params` (those flagged in `use`) over the rows of b.
+/// p(y|x) per row with the pass's logit masks (fisher_weighting: probability), else undefined.
+torch::Tensor sample_weights(TaskContext& ctx, const FisherOptions& o, const torch::Tensor& output, const Batch& b) {
+  if (o.fisher_weighting != "probability") return {};
+  torch::NoGradGuard no_grad;
+  return ctx.model.row_loss(output.detach(), b, ctx.loss.masks).neg().exp();
+}
+
+/// Adds the squared per-sample gradients of `params` (those flagged in `use`) over the rows of b,
+/// each times weights[row] if defined.
 void accumulate_per_sample_loop(TaskContext& ctx, const Batch& b, const std::vector<torch::Tensor>& params,
-                                const std::vector<bool>& use, std::vector<torch::Tensor>& fisher) {
+                                const std::vector<bool>& use, std::vector<torch::Tensor>& fisher,
+                                const torch::Tensor& weights) {
   std::vector<torch::Tensor> wrt;
   std::vector<std::size_t> where;
   for (std::size_t i = 0; i < params.size(); ++i)
@@ -109,8 +121,9 @@ void accumulate_per_sample_loop(TaskContext& ctx, const Batch& b, const std::vec
     torch::Tensor loss = ctx.model.row_loss(ctx.model.forward(one), one, ctx.loss.masks).sum();
     auto grads = torch::autograd::grad({loss}, wrt, {}, false, false, /*allow_unused=*/true);
     torch::NoGradGuard no_grad;
+    const double w = weights.defined() ? weights[r].item<double>() : 1.0;
     for (std::size_t k = 0; k < grads.size(); ++k)
-      if (grads[k].defined()) fisher[where[k]].add_(grads[k].square());
+      if (grads[k].defined()) fisher[where[k]].add_(grads[k].square(), w);
   }
 }
 
@@ -173,11 +186,12 @@ std::vector<torch::Tensor> estimate_fisher(TaskContext& ctx, const FisherOptions
       b.inputs = b.inputs.detach().requires_grad_(true);
       torch::Tensor out = ctx.model.forward(b);
       b = with_targets(ctx, o, out, b, gen);
+      tap.weights = sample_weights(ctx, o, out, b);
       ctx.model.row_loss(out, b, ctx.loss.masks).sum().backward();
       for (std::size_t i = 0; i < params.size(); ++i) params[i].requires_grad_(loop_over[i]);
       b.inputs = b.inputs.detach();
       tap.active = false;
-      accumulate_per_sample_loop(ctx, b, params, loop_over, fisher);
+      accumulate_per_sample_loop(ctx, b, params, loop_over, fisher, tap.weights);
       tap.active = true;
     });
   }
@@ -203,11 +217,14 @@ std::vector<torch::Tensor> estimate_fisher_per_sample_loop(TaskContext& ctx, con
   const int64_t n = fisher_rows(ctx, o);
   ctx.for_each_train_batch(ctx.task, o.fisher_batch_size, n, [&](const Batch& batch) {
     Batch b = batch;
-    if (o.fisher == "expected") {
+    torch::Tensor weights;
+    {
       torch::NoGradGuard no_grad;
-      b = with_targets(ctx, o, ctx.model.forward(b), b, gen);
+      torch::Tensor out = ctx.model.forward(b);
+      b = with_targets(ctx, o, out, b, gen);
+      weights = sample_weights(ctx, o, out, b);
     }
-    accumulate_per_sample_loop(ctx, b, params, all, fisher);
+    accumulate_per_sample_loop(ctx, b, params, all, fisher, weights);
   });
   for (auto& f : fisher)
     if (f.defined()) f.div_(static_cast<double>(std::max<int64_t>(1, n)));

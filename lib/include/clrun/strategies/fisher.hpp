@@ -5,7 +5,8 @@
 // Per-sample gradients of clrun Linear layers come in a batch through the taps:
 // sum_n (g_n^2)^T (x_n^2) for the weight and sum_n g_n^2 for the bias, where g_n = dLoss_n/dy_n
 // is the layer's output gradient and x_n its input; the backward computes no weight gradients.
-// Other parameters (convolutions) fall back to one backward per sample.
+// Other parameters (convolutions) fall back to one backward per sample. `fisher_weighting:
+// probability` multiplies each sample's squared gradient by p(y|x) (Mammoth's ewc_on).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -24,6 +25,7 @@ struct FisherOptions {
   int64_t fisher_samples = 0;     ///< 0 = every training sample of the task
   int64_t fisher_batch_size = 128;
   std::string fisher_mode = "eval";
+  std::string fisher_weighting = "none";
 
   template <class V>
   void fields(V& v) {
@@ -32,6 +34,9 @@ struct FisherOptions {
     v("fisher_batch_size", fisher_batch_size, "batch size of the Fisher pass (empirical_batch: the minibatch of the mean loss)",
       at_least(1));
     v("fisher_mode", fisher_mode, "model mode during the Fisher pass (dropout/BatchNorm)", one_of({"eval", "train"}));
+    v("fisher_weighting", fisher_weighting,
+      "per-sample estimators: none, or probability (each sample's squared gradient times p(y|x), as Mammoth's ewc_on)",
+      one_of({"none", "probability"}));
   }
 };
 
