@@ -20,6 +20,7 @@ Registries make_registries() {
   register_lwf(r.strategies);
   register_replay(r.strategies);
   register_agem(r.strategies);
+  register_migu(r.strategies);
   register_optimizers(r.optimizers);
   register_schedulers(r.schedulers);
   return r;

@@ -6,6 +6,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include "clrun/components.hpp"
 #include "clrun/core/seed.hpp"
 
 namespace clrun {
@@ -76,6 +77,30 @@ nlohmann::json Strategy::hook_stats() const {
   nlohmann::json calls = nlohmann::json::object();
   for (std::size_t h = 0; h < kNumHooks; ++h) calls[to_string(static_cast<Hook>(h))] = counts_[h];
   return {{"calls", calls}, {"task_hook_seconds", task_hook_seconds_}};
+}
+
+std::shared_ptr<Strategy> StrategyBlock::build(uint64_t seed) const {
+  return component.entry ? component.build(seed) : std::make_shared<Strategy>();
+}
+
+void to_json(nlohmann::json& j, const StrategyBlock& block) {
+  j = block.component.entry ? block.component.resolved : nlohmann::json{{"name", "finetune"}};
+}
+
+StrategyBlock Decoder<StrategyBlock>::decode(const ConfigNode& node) {
+  return {parse_component(registries().strategies, node, "finetune")};
+}
+
+void WrapperStrategy::save(torch::serialize::OutputArchive& archive) const {
+  torch::serialize::OutputArchive base;
+  base_->save_state(base);
+  archive.write("base", base);
+}
+
+void WrapperStrategy::load(torch::serialize::InputArchive& archive) {
+  torch::serialize::InputArchive base;
+  archive.read("base", base);
+  base_->load_state(base);
 }
 
 void write_tensors(torch::serialize::OutputArchive& archive, const std::string& key,

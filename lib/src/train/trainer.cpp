@@ -164,27 +164,54 @@ void Trainer::clip_gradients() const {
 
 // ---- the loop ------------------------------------------------------------------------------
 
-void Trainer::step(StepContext& ctx, Totals& totals) {
-  strategy_.before_forward(ctx);
-  ctx.output = model_->forward(ctx.batch);
-  ctx.loss = ctx.task_loss(ctx.output, ctx.batch);
-  strategy_.loss_terms(ctx);
-  strategy_.before_backward(ctx);
+void Trainer::step(int task, int64_t epoch, std::vector<Batch> micro, Totals& totals) {
+  // One optimizer step over `micro` (train.accumulate_steps micro-batches): the per-batch hooks
+  // run per micro-batch, gradients add up (each loss scaled by 1/count), and after_backward /
+  // after_step see one context holding every micro-batch's current rows.
   zero_grad();
-  ctx.loss.backward();
+  const double scale = 1.0 / static_cast<double>(micro.size());
+  std::vector<StepContext> done;
+  for (Batch& batch : micro) {
+    StepContext ctx{task, epoch, totals.steps, *model_, *optimizer_, stream_, loss_fn_, std::move(batch), 0, {}, {}, {}};
+    ctx.current_rows = ctx.batch.size();
+    strategy_.before_forward(ctx);
+    ctx.output = model_->forward(ctx.batch);
+    ctx.loss = ctx.task_loss(ctx.output, ctx.batch);
+    strategy_.loss_terms(ctx);
+    strategy_.before_backward(ctx);
+    (micro.size() == 1 ? ctx.loss : ctx.loss * scale).backward();
+    totals.loss += ctx.loss.detach() * scale;
+    for (auto& [name, term] : ctx.terms) {
+      auto it = totals.terms.find(name);
+      if (it == totals.terms.end()) totals.terms.emplace(name, term * scale);
+      else it->second += term * scale;
+    }
+    totals.samples += ctx.batch.size();
+    done.push_back(std::move(ctx));
+  }
+  StepContext& ctx = done.size() == 1 ? done[0] : merge_micro_batches(done);
   strategy_.after_backward(ctx);
   if (spec_.train.grad_clip > 0) clip_gradients();
   optimizer_->step();
   strategy_.after_step(ctx);
-
-  totals.loss += ctx.loss.detach();
-  for (auto& [name, term] : ctx.terms) {
-    auto it = totals.terms.find(name);
-    if (it == totals.terms.end()) totals.terms.emplace(name, term.clone());
-    else it->second += term;
-  }
-  totals.samples += ctx.batch.size();
   ++totals.steps;
+}
+
+StepContext& Trainer::merge_micro_batches(std::vector<StepContext>& micro) const {
+  std::vector<Batch> batches;
+  std::vector<torch::Tensor> outputs, losses;
+  for (StepContext& m : micro) {
+    torch::Tensor rows = torch::arange(m.current_rows, m.batch.targets.options().dtype(torch::kInt64));
+    batches.push_back(m.batch.select(rows));
+    outputs.push_back(m.output.detach().index_select(0, rows));
+    losses.push_back(m.loss.detach());
+  }
+  StepContext& merged = micro.back();
+  merged.batch = Batch::cat(batches);
+  merged.current_rows = merged.batch.size();
+  merged.output = torch::cat(outputs);
+  merged.loss = torch::stack(losses).mean();
+  return merged;
 }
 
 TaskStats Trainer::train_task(int task) {
@@ -210,8 +237,9 @@ TaskStats Trainer::train_task(int task) {
 
   const Task& current = stream_.tasks.at(task);
   const torch::Device device = stream_.device();
-  const int64_t B = ts.batch_size;
-  const int64_t steps_per_epoch = ts.drop_last ? n / B : (n + B - 1) / B;
+  const int64_t B = ts.batch_size, K = ts.accumulate_steps;
+  const int64_t batches_per_epoch = ts.drop_last ? n / B : (n + B - 1) / B;
+  const int64_t steps_per_epoch = (batches_per_epoch + K - 1) / K;
   const int64_t total_steps = ts.iterations > 0 ? ts.iterations : ts.epochs * steps_per_epoch;
   const int64_t epochs = (total_steps + steps_per_epoch - 1) / steps_per_epoch;
   const bool per_step_lr = scheduler_->interval == Scheduler::Interval::step;
@@ -229,10 +257,10 @@ TaskStats Trainer::train_task(int task) {
     for (int64_t b = 0; b < steps_per_epoch && totals.steps < total_steps; ++b) {
       if (interrupt_requested()) throw Interrupted();
       if (per_step_lr) set_learning_rate(scheduler_->lr(base_lr_, totals.steps, total_steps));
-      StepContext ctx{task, epoch, totals.steps, *model_, *optimizer_, stream_, loss_fn_, {}, 0, {}, {}, {}};
-      ctx.batch = make_batch(set, order.slice(0, b * B, std::min(n, (b + 1) * B)), current);
-      ctx.current_rows = ctx.batch.size();
-      step(ctx, totals);
+      std::vector<Batch> micro;
+      for (int64_t m = b * K; m < std::min(batches_per_epoch, (b + 1) * K); ++m)
+        micro.push_back(make_batch(set, order.slice(0, m * B, std::min(n, (m + 1) * B)), current));
+      step(task, epoch, std::move(micro), totals);
       if (!first_step_) first_step_ = std::chrono::steady_clock::now();
       if (on_step_) on_step_(task, totals.steps);
       if (progress_) progress_->update(totals.steps, totals.samples);

@@ -16,6 +16,7 @@ struct TrainSpec {
   int64_t epochs = 1;
   int64_t iterations = 0;  ///< optimizer steps per task; 0 = use epochs
   int64_t batch_size = 32;
+  int64_t accumulate_steps = 1;  ///< micro-batches of batch_size per optimizer step
   double grad_clip = 0;    ///< max global L2 norm of the gradients; 0 = off
   std::string reset_optimizer = "every_task";
   bool drop_last = false;
@@ -27,7 +28,9 @@ struct TrainSpec {
   void fields(V& v) {
     v("epochs", epochs, "epochs per task", at_least(1));
     v("iterations", iterations, "optimizer steps per task; 0 = use epochs", at_least(0));
-    v("batch_size", batch_size, "minibatch size", at_least(1));
+    v("batch_size", batch_size, "minibatch size (per micro-batch when accumulating)", at_least(1));
+    v("accumulate_steps", accumulate_steps,
+      "gradient accumulation: micro-batches of batch_size summed into one optimizer step (loss scaled by 1/N)", at_least(1));
     v("grad_clip", grad_clip, "clip the global gradient L2 norm to this; 0 = off", at_least(0));
     v("reset_optimizer", reset_optimizer, "fresh optimizer state every task, or one for the whole run",
       one_of({"every_task", "never"}));

@@ -186,6 +186,52 @@ class Strategy {
 
 /// Strategy builders get the run seed (for any randomness of their own).
 using StrategyRegistry = Registry<Strategy, uint64_t>;
+
+/// A strategy block nested in another strategy's options (`base: {name: replay, ...}`): parsed
+/// with the strategy registry, written back in full in the resolved config. Empty = finetune.
+struct StrategyBlock {
+  Component<StrategyRegistry> component;
+  /// The strategy it describes (a plain finetune Strategy when empty).
+  std::shared_ptr<Strategy> build(uint64_t seed) const;
+};
+void to_json(nlohmann::json& j, const StrategyBlock& block);
+template <>
+struct Decoder<StrategyBlock> {
+  static StrategyBlock decode(const ConfigNode& node);
+};
+
+/// Composition: a strategy that wraps another (its `base`) and forwards every hook, parameter
+/// group, training-task choice and checkpoint to it. In each hook the base runs first and the
+/// wrapper's own work after it (MIGU masks the gradient that EWC or A-GEM produced), except
+/// after_step, where the wrapper runs first so that the base sees the weights the step left.
+class WrapperStrategy : public Strategy {
+ public:
+  explicit WrapperStrategy(std::shared_ptr<Strategy> base) : base_(std::move(base)) {}
+  std::vector<int> training_tasks(int task, int num_tasks) const override { return base_->training_tasks(task, num_tasks); }
+  std::vector<ParamGroup> parameter_groups(TaskContext& ctx) override { return base_->parameter_groups(ctx); }
+  nlohmann::json describe() const override {
+    return {{"base", base_->describe()}, {"base_hook_calls", base_->hook_stats().at("calls")}};
+  }
+  Strategy& base() { return *base_; }
+
+ protected:
+  void on_setup() override { base_->setup(env()); }
+  void on_before_task(TaskContext& ctx) override { base_->before_task(ctx); }
+  void on_before_forward(StepContext& ctx) override { base_->before_forward(ctx); }
+  void on_loss_terms(StepContext& ctx) override { base_->loss_terms(ctx); }
+  void on_before_backward(StepContext& ctx) override { base_->before_backward(ctx); }
+  void on_after_backward(StepContext& ctx) override { base_->after_backward(ctx); }
+  void on_after_step(StepContext& ctx) override { base_->after_step(ctx); }
+  void on_after_task(TaskContext& ctx) override { base_->after_task(ctx); }
+  torch::Tensor on_eval_logits(const EvalContext& ctx, torch::Tensor logits) override {
+    return base_->eval_logits(ctx, std::move(logits));
+  }
+  void save(torch::serialize::OutputArchive& archive) const override;
+  void load(torch::serialize::InputArchive& archive) override;
+
+ private:
+  std::shared_ptr<Strategy> base_;
+};
 void register_finetune(StrategyRegistry& registry);
 void register_joint(StrategyRegistry& registry);
 void register_cumulative(StrategyRegistry& registry);
@@ -194,6 +240,7 @@ void register_si(StrategyRegistry& registry);
 void register_lwf(StrategyRegistry& registry);
 void register_replay(StrategyRegistry& registry);  // replay (ER), der, derpp
 void register_agem(StrategyRegistry& registry);
+void register_migu(StrategyRegistry& registry);
 
 /// Options struct for strategies without parameters.
 struct NoOptions {
@@ -211,6 +258,10 @@ std::vector<torch::Tensor> read_tensors(torch::serialize::InputArchive& archive,
 /// A-GEM's projection, in place: where grads . reference < 0, grads -= (g.r / r.r) reference
 /// (over every entry defined in both lists, as one flat vector).
 void agem_project(std::vector<torch::Tensor>& grads, const std::vector<torch::Tensor>& reference);
+
+/// MIGU's row mask: bool [d] = magnitudes >= their T-quantile (linear interpolation at position
+/// T*(d-1) in float64; ties kept); every row when all magnitudes are 0.
+torch::Tensor migu_row_mask(const torch::Tensor& magnitudes, double threshold);
 
 /// Trainable parameters of `model` as detached copies (anchors, snapshots).
 std::vector<torch::Tensor> snapshot_parameters(Model& model);

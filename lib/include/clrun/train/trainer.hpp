@@ -82,8 +82,10 @@ class Trainer {
   void set_learning_rate(double lr);
   void zero_grad();
   void clip_gradients() const;
-  /// One optimizer step with every per-step hook.
-  void step(StepContext& ctx, Totals& totals);
+  /// One optimizer step over one or more micro-batches, with every per-step hook.
+  void step(int task, int64_t epoch, std::vector<Batch> micro, Totals& totals);
+  /// The context after_backward/after_step see when a step had several micro-batches.
+  StepContext& merge_micro_batches(std::vector<StepContext>& micro) const;
   void for_each_train_batch(int task, int64_t batch_size, int64_t limit,
                             const std::function<void(const Batch&)>& fn) const;
 

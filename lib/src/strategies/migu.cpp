@@ -1,0 +1,268 @@
+// `migu` (Du et al. 2024, magnitude-based gradient updating), following the official code
+// (wenyudu/MIGU, full fine-tuning path): during each training forward pass every selected Linear
+// layer sums |y| of its output over all leading positions into a float32 magnitude per output unit
+// (padding included), over every micro-batch of an optimizer step; after backward and before
+// clipping and the step, rows of the weight gradient whose magnitude is below the T-quantile
+// (linear interpolation at position T*(d-1), in float64) are zeroed; ties at the threshold are
+// kept, all-zero magnitudes keep every row. Bias gradients are untouched unless `mask_bias`; the
+// first task trains unmasked (`skip_first_task`, as the official scripts). The mask multiplies
+// gradients, not updates: momentum and Adam moments still move masked rows unless
+// `mask_updates: true` (the stricter reading: masked rows, and their optimizer state, are
+// restored after the step). Magnitudes never accumulate in evaluation (taps need autograd) and
+// are reset after each step and at each task.
+//
+// `base:` composes MIGU with any strategy (WrapperStrategy): with replay the magnitudes come from
+// the joint current + memory forward; with EWC or A-GEM the mask applies to the gradient they
+// produced. A head tied to an embedding shares its Parameter, so masking head rows masks those
+// embedding rows too, as the official code does.
+#include <cmath>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <type_traits>
+
+#include <torch/torch.h>
+
+#include "clrun/models/linear.hpp"
+#include "clrun/strategies/strategy.hpp"
+
+namespace clrun {
+
+namespace {
+
+struct MiguOptions {
+  double threshold = 0.7;
+  std::vector<std::string> layers = {"all_linear"};
+  bool include_head = true;
+  bool mask_bias = false;
+  bool mask_updates = false;
+  bool skip_first_task = true;
+  StrategyBlock base;
+
+  template <class V>
+  void fields(V& v) {
+    v("threshold", threshold, "T: the fraction of output units whose gradient rows are masked (quantile of magnitudes)",
+      in_range(0, 1));
+    v("layers", layers, "all_linear, or name patterns (* wildcards) of the Linear layers to mask, e.g. ['*fc0', 'head']");
+    v("include_head", include_head, "mask the classifier / LM head too (the official code hooks every Linear)");
+    v("mask_bias", mask_bias, "mask bias gradients with the same rows (the official models have no biases)");
+    v("mask_updates", mask_updates, "masked rows do not move at all: their weights and optimizer state are restored after the step");
+    v("skip_first_task", skip_first_task, "train the first task unmasked (as the official scripts)");
+    v("base", base, "the strategy MIGU wraps: {name: replay, memory_size: 500}, ewc, derpp, lwf, ... (default finetune)");
+  }
+};
+
+/// "*" matches any run of characters; everything else literally.
+bool matches(const std::string& pattern, const std::string& name) {
+  std::string re;
+  for (char c : pattern) re += c == '*' ? std::string(".*") : (std::isalnum(static_cast<unsigned char>(c)) ? std::string(1, c) : std::string("\\") + c);
+  return std::regex_match(name, std::regex(re));
+}
+
+/// The optimizer's state of `p`: LibTorch 1.x keys it by the pointer's text, 2.x by the pointer.
+template <class Map>
+auto find_state(Map& state, const torch::Tensor& p) {
+  if constexpr (std::is_same_v<typename Map::key_type, std::string>) {
+    std::ostringstream key;
+    key << p.unsafeGetTensorImpl();
+    return state.find(key.str());
+  } else {
+    return state.find(p.unsafeGetTensorImpl());
+  }
+}
+
+/// One selected layer: its running magnitudes and per-task statistics, all on the device.
+struct Unit {
+  std::string name;
+  std::shared_ptr<nn::LinearImpl> layer;
+  torch::Tensor magnitude;  ///< float32 [d_out], this optimizer step
+  torch::Tensor kept;       ///< float32 [d_out]: steps each row was updated, this task
+  torch::Tensor fraction;   ///< float64 scalar: sum over steps of the kept fraction
+  torch::Tensor previous_top;  ///< bool [d_out]: the previous task's most-updated units
+};
+
+class Migu : public WrapperStrategy, public nn::LinearTap {
+ public:
+  Migu(const MiguOptions& o, uint64_t seed) : WrapperStrategy(o.base.build(seed)), o_(o) {}
+
+  // -- the tap: magnitudes of every training forward pass ---------------------------------------
+  void on_forward(nn::LinearImpl& layer, const torch::Tensor&, const torch::Tensor& output) override {
+    auto it = index_.find(&layer);
+    if (it == index_.end()) return;
+    Unit& u = units_[it->second];
+    torch::NoGradGuard no_grad;
+    torch::Tensor a = output.detach().abs().to(torch::kFloat32).reshape({-1, output.size(-1)}).sum(0);
+    u.magnitude = u.magnitude.defined() ? u.magnitude.add_(a) : a;
+  }
+
+  /// Row masks (bool [d_out]) from magnitudes: kept = a >= quantile(a, T), all kept if a == 0.
+  static torch::Tensor row_mask(const torch::Tensor& a, double threshold) {
+    const int64_t d = a.size(0);
+    const double h = threshold * static_cast<double>(d - 1);  // float64 position, as numpy/torch
+    const int64_t lo = static_cast<int64_t>(std::floor(h)), hi = static_cast<int64_t>(std::ceil(h));
+    torch::Tensor sorted = std::get<0>(a.sort());
+    torch::Tensor low = sorted[lo].to(torch::kFloat64), high = sorted[hi].to(torch::kFloat64);
+    torch::Tensor thr = low + (h - static_cast<double>(lo)) * (high - low);
+    return a.to(torch::kFloat64).ge(thr).logical_or_(a.max().le(0));
+  }
+
+  nlohmann::json describe() const override {
+    nlohmann::json j = WrapperStrategy::describe();
+    j["per_task"] = diagnostics_;
+    return j;
+  }
+
+ protected:
+  void on_setup() override { WrapperStrategy::on_setup(); }
+
+  void on_before_task(TaskContext& ctx) override {
+    WrapperStrategy::on_before_task(ctx);
+    if (units_.empty()) select_layers(ctx.model);
+    for (Unit& u : units_) {
+      u.magnitude = torch::Tensor();
+      u.kept = torch::zeros({u.layer->out_features}, u.layer->weight.options().dtype(torch::kFloat32));
+      u.fraction = torch::zeros({}, u.kept.options().dtype(torch::kFloat64));
+    }
+    steps_ = 0;
+    masking_ = !(o_.skip_first_task && ctx.task == 0);
+    std::vector<std::shared_ptr<nn::LinearImpl>> layers;
+    for (Unit& u : units_) layers.push_back(u.layer);
+    attached_ = std::make_unique<nn::TapGuard>(*this, layers);
+  }
+
+  void on_after_backward(StepContext& ctx) override {
+    WrapperStrategy::on_after_backward(ctx);
+    torch::NoGradGuard no_grad;
+    saved_.clear();
+    for (Unit& u : units_) {
+      if (!u.magnitude.defined()) continue;
+      torch::Tensor keep = row_mask(u.magnitude, o_.threshold);
+      torch::Tensor keep_f = keep.to(torch::kFloat32);
+      u.kept.add_(keep_f);
+      u.fraction.add_(keep_f.mean().to(torch::kFloat64));
+      if (!masking_) continue;
+      if (o_.mask_updates) save_rows(ctx.optimizer, u, keep);
+      torch::Tensor& w = u.layer->weight;
+      if (w.grad().defined()) w.mutable_grad().mul_(keep_f.to(w.grad().dtype()).unsqueeze(1));
+      if (o_.mask_bias && u.layer->bias.defined() && u.layer->bias.grad().defined())
+        u.layer->bias.mutable_grad().mul_(keep_f.to(u.layer->bias.grad().dtype()));
+    }
+    ++steps_;
+  }
+
+  void on_after_step(StepContext& ctx) override {
+    restore_rows();
+    WrapperStrategy::on_after_step(ctx);
+    for (Unit& u : units_) u.magnitude = torch::Tensor();  // the next step starts empty
+  }
+
+  void on_after_task(TaskContext& ctx) override {
+    attached_.reset();  // e.g. EWC's Fisher pass in the base must not feed the magnitudes
+    for (Unit& u : units_) u.magnitude = torch::Tensor();
+    WrapperStrategy::on_after_task(ctx);
+    nlohmann::json layers = nlohmann::json::object();
+    for (Unit& u : units_) {
+      // The paper's observation: tasks light up different units. The task's most-updated
+      // units (as many as 1-T of the layer) against the previous task's, as a Jaccard index.
+      const int64_t d = u.layer->out_features;
+      const int64_t k = std::max<int64_t>(1, std::llround((1.0 - o_.threshold) * static_cast<double>(d)));
+      torch::Tensor top = torch::zeros({d}, u.kept.options().dtype(torch::kBool));
+      top.index_fill_(0, std::get<1>(u.kept.topk(k)), true);
+      nlohmann::json entry = {{"updated_fraction", steps_ ? u.fraction.item<double>() / static_cast<double>(steps_) : 1.0},
+                              {"masked", masking_}};
+      if (u.previous_top.defined()) {
+        const double inter = top.logical_and(u.previous_top).sum().item<double>();
+        const double uni = top.logical_or(u.previous_top).sum().item<double>();
+        entry["jaccard_with_previous_task"] = uni > 0 ? inter / uni : 1.0;
+      }
+      u.previous_top = top;
+      layers[u.name] = entry;
+    }
+    diagnostics_.push_back({{"task", ctx.task}, {"steps", steps_}, {"layers", layers}});
+  }
+
+  void save(torch::serialize::OutputArchive& archive) const override {
+    WrapperStrategy::save(archive);
+    std::vector<torch::Tensor> tops;
+    for (const Unit& u : units_) tops.push_back(u.previous_top);
+    write_tensors(archive, "previous_top", tops);
+    archive.write("diagnostics", c10::IValue(nlohmann::json(diagnostics_).dump()));
+  }
+  void load(torch::serialize::InputArchive& archive) override {
+    WrapperStrategy::load(archive);
+    pending_tops_ = read_tensors(archive, "previous_top", env().device);
+    c10::IValue d;
+    archive.read("diagnostics", d);
+    diagnostics_ = nlohmann::json::parse(d.toStringRef()).get<std::vector<nlohmann::json>>();
+  }
+
+ private:
+  void select_layers(Model& model) {
+    for (auto& [name, layer] : nn::linear_layers(model)) {
+      const bool head = name == "head" || name == "lm_head";
+      if (head && !o_.include_head) continue;
+      bool selected = false;
+      for (const std::string& p : o_.layers) selected = selected || p == "all_linear" || matches(p, name) || (head && p == "head");
+      if (!selected) continue;
+      index_[layer.get()] = units_.size();
+      units_.push_back({name, layer, {}, {}, {}, {}});
+    }
+    for (std::size_t i = 0; i < units_.size() && i < pending_tops_.size(); ++i) units_[i].previous_top = pending_tops_[i];
+  }
+
+  /// mask_updates: remember the masked rows' weights and optimizer state to put back after the step.
+  void save_rows(torch::optim::Optimizer& optimizer, Unit& u, const torch::Tensor& keep) {
+    std::vector<torch::Tensor> tensors = {u.layer->weight};
+    if (o_.mask_bias && u.layer->bias.defined()) tensors.push_back(u.layer->bias);
+    auto& state = optimizer.state();
+    for (const torch::Tensor& p : tensors) {
+      std::vector<torch::Tensor> targets = {p};
+      auto it = find_state(state, p);
+      if (it != state.end()) {
+        if (auto* sgd = dynamic_cast<torch::optim::SGDParamState*>(it->second.get()))
+          if (sgd->momentum_buffer().defined()) targets.push_back(sgd->momentum_buffer());
+        if (auto* adam = dynamic_cast<torch::optim::AdamParamState*>(it->second.get()))
+          targets.push_back(adam->exp_avg()), targets.push_back(adam->exp_avg_sq());
+        if (auto* adamw = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get()))
+          targets.push_back(adamw->exp_avg()), targets.push_back(adamw->exp_avg_sq());
+      }
+      torch::Tensor restore = keep.logical_not();
+      if (p.dim() > 1) restore = restore.view({-1, 1}).expand_as(p);
+      for (const torch::Tensor& t : targets) saved_.push_back({t, t.detach().clone(), restore});
+    }
+  }
+  void restore_rows() {
+    torch::NoGradGuard no_grad;
+    // (State created by this very step, on a fresh optimizer's first step, holds the masked, zero
+    // gradient in those rows already.)
+    for (auto& [target, before, rows] : saved_) {
+      torch::Tensor t = target;
+      t.copy_(torch::where(rows, before, t));
+    }
+    saved_.clear();
+  }
+
+  struct SavedRows {
+    torch::Tensor target, before, rows;
+  };
+  MiguOptions o_;
+  std::vector<Unit> units_;
+  std::map<nn::LinearImpl*, std::size_t> index_;
+  std::unique_ptr<nn::TapGuard> attached_;
+  std::vector<SavedRows> saved_;
+  std::vector<torch::Tensor> pending_tops_;
+  std::vector<nlohmann::json> diagnostics_;
+  int64_t steps_ = 0;
+  bool masking_ = false;
+};
+
+}  // namespace
+
+torch::Tensor migu_row_mask(const torch::Tensor& magnitudes, double threshold) { return Migu::row_mask(magnitudes, threshold); }
+
+void register_migu(StrategyRegistry& registry) {
+  registry.add<MiguOptions>("migu", "MIGU: only the output units with the largest activation magnitudes get gradient",
+                            [](const MiguOptions& o, uint64_t seed) { return std::make_shared<Migu>(o, seed); });
+}
+
+}  // namespace clrun
