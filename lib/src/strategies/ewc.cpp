@@ -50,15 +50,17 @@ class Ewc : public Strategy {
     if (a_.empty() || o_.lambda == 0) return;
     torch::NoGradGuard no_grad;
     auto params = ctx.model.parameters();
-    torch::Tensor value = c_.clone();
+    std::vector<torch::Tensor> parts = {c_};
     for (std::size_t i = 0; i < params.size(); ++i) {
       if (!a_[i].defined() || !params[i].grad().defined()) continue;
-      const torch::Tensor& theta = params[i];
-      torch::Tensor g = a_[i] * theta - b_[i];  // (A theta - B) = sum_k F_k (theta - theta*_k)
-      params[i].mutable_grad().add_(g, o_.lambda);
-      value += (g - b_[i]).mul_(theta).sum().to(torch::kFloat64);  // A theta^2 - 2 B theta
+      const torch::Tensor theta = params[i].view(-1);
+      // g = A theta - B = sum_k F_k (theta - theta*_k), one fused kernel
+      torch::Tensor g = torch::addcmul(neg_b_[i], a_[i], params[i]).view(-1);
+      params[i].mutable_grad().view(-1).add_(g, o_.lambda);
+      // sum (A theta^2 - 2 B theta) = g . theta - B . theta, as two dot products
+      parts.push_back((g.dot(theta) + neg_b_[i].view(-1).dot(theta)).to(torch::kFloat64));
     }
-    ctx.add_loss("ewc", (0.5 * o_.lambda * value).to(torch::kFloat32));
+    ctx.add_loss("ewc", (0.5 * o_.lambda * torch::stack(parts).sum()).to(torch::kFloat32));
   }
 
   void on_after_task(TaskContext& ctx) override {
@@ -67,18 +69,18 @@ class Ewc : public Strategy {
     auto params = ctx.model.parameters();
     torch::NoGradGuard no_grad;
     const bool online = o_.mode == "online";
-    if (a_.empty()) a_.assign(params.size(), {}), b_.assign(params.size(), {});
+    if (a_.empty()) a_.assign(params.size(), {}), neg_b_.assign(params.size(), {});
     if (!c_.defined() || online) c_ = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(env().device));
     for (std::size_t i = 0; i < params.size(); ++i) {
       if (!fisher[i].defined()) continue;
       const torch::Tensor theta = params[i].detach();
       if (online) {  // F~ = gamma F~ + F_t around the latest anchor
         a_[i] = a_[i].defined() ? a_[i] * o_.gamma + fisher[i] : fisher[i].clone();
-        b_[i] = a_[i] * theta;
+        neg_b_[i] = -(a_[i] * theta);
         c_ += (a_[i] * theta.square()).sum().to(torch::kFloat64);
       } else {  // one more (F_t, theta*_t) pair folded into A, B, C
         a_[i] = a_[i].defined() ? a_[i] + fisher[i] : fisher[i].clone();
-        b_[i] = b_[i].defined() ? b_[i] + fisher[i] * theta : fisher[i] * theta;
+        neg_b_[i] = neg_b_[i].defined() ? neg_b_[i] - fisher[i] * theta : -(fisher[i] * theta);
         c_ += (fisher[i] * theta.square()).sum().to(torch::kFloat64);
       }
     }
@@ -91,13 +93,13 @@ class Ewc : public Strategy {
 
   void save(torch::serialize::OutputArchive& archive) const override {
     write_tensors(archive, "A", a_);
-    write_tensors(archive, "B", b_);
+    write_tensors(archive, "negB", neg_b_);
     write_tensors(archive, "C", {c_});
     archive.write("fisher_stats", c10::IValue(nlohmann::json(fisher_stats_).dump()));
   }
   void load(torch::serialize::InputArchive& archive) override {
     a_ = read_tensors(archive, "A", env().device);
-    b_ = read_tensors(archive, "B", env().device);
+    neg_b_ = read_tensors(archive, "negB", env().device);
     c_ = read_tensors(archive, "C", env().device).at(0);
     c10::IValue stats;
     archive.read("fisher_stats", stats);
@@ -106,7 +108,7 @@ class Ewc : public Strategy {
 
  private:
   EwcOptions o_;
-  std::vector<torch::Tensor> a_, b_;  ///< per parameter (undefined = no penalty on it)
+  std::vector<torch::Tensor> a_, neg_b_;  ///< A and -B per parameter (undefined = no penalty on it)
   torch::Tensor c_;                   ///< float64 scalar
   std::vector<nlohmann::json> fisher_stats_;
 };

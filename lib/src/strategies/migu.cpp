@@ -77,7 +77,6 @@ struct Unit {
   std::shared_ptr<nn::LinearImpl> layer;
   torch::Tensor magnitude;  ///< float32 [d_out], this optimizer step
   torch::Tensor kept;       ///< float32 [d_out]: steps each row was updated, this task
-  torch::Tensor fraction;   ///< float64 scalar: sum over steps of the kept fraction
   torch::Tensor previous_top;  ///< bool [d_out]: the previous task's most-updated units
 };
 
@@ -91,19 +90,22 @@ class Migu : public WrapperStrategy, public nn::LinearTap {
     if (it == index_.end()) return;
     Unit& u = units_[it->second];
     torch::NoGradGuard no_grad;
-    torch::Tensor a = output.detach().abs().to(torch::kFloat32).reshape({-1, output.size(-1)}).sum(0);
+    torch::Tensor y = output.detach().reshape({-1, output.size(-1)});
+    if (y.scalar_type() != torch::kFloat32) y = y.to(torch::kFloat32);  // bf16/fp16 outputs accumulate in float32
+    torch::Tensor a = torch::norm(y, 1, /*dim=*/{0});                    // sum of |y| in one kernel
     u.magnitude = u.magnitude.defined() ? u.magnitude.add_(a) : a;
   }
 
-  /// Row masks (bool [d_out]) from magnitudes: kept = a >= quantile(a, T), all kept if a == 0.
+  /// Row masks (bool [d_out]) from magnitudes: kept = a >= quantile(a, T). The position
+  /// h = T (d - 1) is computed in float64 on the host and the interpolation is done in the
+  /// magnitudes' float32, as torch.quantile on them. Magnitudes are >= 0, so all-zero magnitudes
+  /// give threshold 0 and keep every row without a special case.
   static torch::Tensor row_mask(const torch::Tensor& a, double threshold) {
     const int64_t d = a.size(0);
-    const double h = threshold * static_cast<double>(d - 1);  // float64 position, as numpy/torch
+    const double h = threshold * static_cast<double>(d - 1);
     const int64_t lo = static_cast<int64_t>(std::floor(h)), hi = static_cast<int64_t>(std::ceil(h));
     torch::Tensor sorted = std::get<0>(a.sort());
-    torch::Tensor low = sorted[lo].to(torch::kFloat64), high = sorted[hi].to(torch::kFloat64);
-    torch::Tensor thr = low + (h - static_cast<double>(lo)) * (high - low);
-    return a.to(torch::kFloat64).ge(thr).logical_or_(a.max().le(0));
+    return a.ge(torch::lerp(sorted[lo], sorted[hi], h - static_cast<double>(lo)));
   }
 
   nlohmann::json describe() const override {
@@ -121,7 +123,6 @@ class Migu : public WrapperStrategy, public nn::LinearTap {
     for (Unit& u : units_) {
       u.magnitude = torch::Tensor();
       u.kept = torch::zeros({u.layer->out_features}, u.layer->weight.options().dtype(torch::kFloat32));
-      u.fraction = torch::zeros({}, u.kept.options().dtype(torch::kFloat64));
     }
     steps_ = 0;
     masking_ = !(o_.skip_first_task && ctx.task == 0);
@@ -138,8 +139,7 @@ class Migu : public WrapperStrategy, public nn::LinearTap {
       if (!u.magnitude.defined()) continue;
       torch::Tensor keep = row_mask(u.magnitude, o_.threshold);
       torch::Tensor keep_f = keep.to(torch::kFloat32);
-      u.kept.add_(keep_f);
-      u.fraction.add_(keep_f.mean().to(torch::kFloat64));
+      u.kept.add_(keep_f);  // the mean kept fraction over steps is kept.sum() / (steps d) at task end
       if (!masking_) continue;
       if (o_.mask_updates) save_rows(ctx.optimizer, u, keep);
       torch::Tensor& w = u.layer->weight;
@@ -168,7 +168,7 @@ class Migu : public WrapperStrategy, public nn::LinearTap {
       const int64_t k = std::max<int64_t>(1, std::llround((1.0 - o_.threshold) * static_cast<double>(d)));
       torch::Tensor top = torch::zeros({d}, u.kept.options().dtype(torch::kBool));
       top.index_fill_(0, std::get<1>(u.kept.topk(k)), true);
-      nlohmann::json entry = {{"updated_fraction", steps_ ? u.fraction.item<double>() / static_cast<double>(steps_) : 1.0},
+      nlohmann::json entry = {{"updated_fraction", steps_ ? u.kept.sum().item<double>() / static_cast<double>(steps_ * d) : 1.0},
                               {"masked", masking_}};
       if (u.previous_top.defined()) {
         const double inter = top.logical_and(u.previous_top).sum().item<double>();
@@ -205,7 +205,7 @@ class Migu : public WrapperStrategy, public nn::LinearTap {
       for (const std::string& p : o_.layers) selected = selected || p == "all_linear" || matches(p, name) || (head && p == "head");
       if (!selected) continue;
       index_[layer.get()] = units_.size();
-      units_.push_back({name, layer, {}, {}, {}, {}});
+      units_.push_back({name, layer, {}, {}, {}});
     }
     for (std::size_t i = 0; i < units_.size() && i < pending_tops_.size(); ++i) units_[i].previous_top = pending_tops_[i];
   }

@@ -51,20 +51,21 @@ class Si : public Strategy {
   void on_after_backward(StepContext& ctx) override {
     torch::NoGradGuard no_grad;
     auto params = ctx.model.parameters();
-    torch::Tensor value = torch::zeros({}, torch::TensorOptions(torch::kFloat32).device(env().device));
+    std::vector<torch::Tensor> values;
     before_.resize(params.size());
     for (std::size_t i = 0; i < params.size(); ++i) {
       if (!params[i].grad().defined()) continue;
       if (tasks_done_ > 0) {  // before any task ends Omega is 0
-        torch::Tensor d = params[i] - anchor_[i];
-        torch::Tensor od = big_omega_[i] * d;
+        // Omega (theta - theta*) = Omega theta - (Omega theta*), one fused kernel
+        torch::Tensor od = torch::addcmul(neg_omega_anchor_[i], big_omega_[i], params[i]);
         params[i].mutable_grad().add_(od, 2 * o_.c);
-        value += (od * d).sum();
+        values.push_back(od.view(-1).dot(params[i].view(-1)) - od.view(-1).dot(anchor_[i].view(-1)));  // od . (theta - theta*)
       }
       if (o_.clip_grad_value > 0) params[i].mutable_grad().clamp_(-o_.clip_grad_value, o_.clip_grad_value);
-      before_[i] = params[i].detach().clone();
+      if (!before_[i].defined()) before_[i] = torch::empty_like(params[i]);
+      before_[i].copy_(params[i]);  // a copy: the optimizer updates params in place
     }
-    if (tasks_done_ > 0) ctx.add_loss("si", o_.c * value);
+    if (!values.empty()) ctx.add_loss("si", o_.c * torch::stack(values).sum());
   }
 
   void on_after_step(StepContext& ctx) override {
@@ -75,7 +76,7 @@ class Si : public Strategy {
       const torch::Tensor& g = params[i].grad();
       if (!g.defined() || !before_[i].defined()) continue;
       if (o_.omega == "mammoth") small_omega_[i].addcmul_(g, g, lr);
-      else small_omega_[i].addcmul_(g, params[i] - before_[i], -1.0);
+      else small_omega_[i].addcmul_(g, before_[i]).addcmul_(g, params[i], -1.0);  // -= g (theta - before)
     }
   }
 
@@ -88,6 +89,7 @@ class Si : public Strategy {
       big_omega_[i] += small_omega_[i] / (delta.square() + o_.xi);
     }
     anchor_ = snapshot_parameters(ctx.model);
+    fold_anchor();
     ++tasks_done_;
   }
 
@@ -102,6 +104,7 @@ class Si : public Strategy {
     c10::IValue v;
     archive.read("tasks_done", v);
     tasks_done_ = v.toInt();
+    fold_anchor();
   }
 
  public:
@@ -116,8 +119,15 @@ class Si : public Strategy {
   const std::vector<torch::Tensor>& small_omega() const { return small_omega_; }
 
  private:
+  /// -(Omega theta*), so that the penalty gradient is one fused kernel per parameter.
+  void fold_anchor() {
+    torch::NoGradGuard no_grad;
+    neg_omega_anchor_.clear();
+    for (std::size_t i = 0; i < big_omega_.size(); ++i) neg_omega_anchor_.push_back(-(big_omega_[i] * anchor_[i]));
+  }
+
   SiOptions o_;
-  std::vector<torch::Tensor> big_omega_, small_omega_, anchor_, start_, before_;
+  std::vector<torch::Tensor> big_omega_, small_omega_, anchor_, start_, before_, neg_omega_anchor_;
   int64_t tasks_done_ = 0;
 };
 
