@@ -151,3 +151,65 @@ TEST_CASE("MIGU composes with a base strategy and resumes identically", "[strate
   CHECK_THROWS_WITH(parse_spec(test::tiny_config(dir.path()), "tiny.yaml", {parse_override("strategy={name: migu, base: {name: replya}}")}),
                     Catch::Contains("strategy.base.name") && Catch::Contains("did you mean 'replay'"));
 }
+
+TEST_CASE("MIGU's conv extension masks whole output channels; off by default", "[strategies][migu][conv]") {
+  for (bool conv : {false, true}) {
+    INFO(conv);
+    MiguRig rig({parse_override("backbone={name: cnn, channels: [6], hidden: 8}"), parse_override("train.iterations=1"),
+                 parse_override("train.optimizer={name: sgd, lr: 0.1}"),
+                 parse_override(std::string("strategy={name: migu, threshold: 0.5, conv: ") + (conv ? "true" : "false") + "}")});
+    auto a = rig.model(), b = rig.model();
+    auto init = rig.model()->named_parameters()["backbone.conv0.weight"];
+    Strategy plain;
+    auto migu = rig.spec.strategy.build(0);
+    Trainer(rig.spec, *rig.stream, a, plain, test::model_factory(rig.spec, *rig.stream)).train_task(1);
+    Trainer(rig.spec, *rig.stream, b, *migu, test::model_factory(rig.spec, *rig.stream)).train_task(1);
+    torch::Tensor fine = a->named_parameters()["backbone.conv0.weight"].flatten(1);
+    torch::Tensor got = b->named_parameters()["backbone.conv0.weight"].flatten(1);
+    if (!conv) {
+      CHECK(got.equal(fine));
+      continue;
+    }
+    torch::Tensor same = (got == fine).all(1), still = (got == init.flatten(1)).all(1);
+    CHECK(same.logical_or(still).all().item<bool>());
+    const int64_t masked = still.logical_and(same.logical_not()).sum().item<int64_t>();
+    CHECK(masked > 0);
+    CHECK(masked <= 3);  // T = 0.5 of 6 channels: at most ceil(2.5)
+  }
+}
+
+TEST_CASE("a wrapper runs the base's hooks first, except after_step", "[strategies][migu][composition]") {
+  MiguRig rig({parse_override("train.iterations=2")});
+  auto log = std::make_shared<std::vector<std::string>>();
+  struct Base : Strategy {
+    std::shared_ptr<std::vector<std::string>> log;
+    void on_before_forward(StepContext&) override { log->push_back("base.before_forward"); }
+    void on_after_backward(StepContext&) override { log->push_back("base.after_backward"); }
+    void on_after_step(StepContext&) override { log->push_back("base.after_step"); }
+  };
+  struct Outer : WrapperStrategy {
+    std::shared_ptr<std::vector<std::string>> log;
+    using WrapperStrategy::WrapperStrategy;
+    void on_before_forward(StepContext& ctx) override {
+      WrapperStrategy::on_before_forward(ctx);
+      log->push_back("outer.before_forward");
+    }
+    void on_after_backward(StepContext& ctx) override {
+      WrapperStrategy::on_after_backward(ctx);
+      log->push_back("outer.after_backward");
+    }
+    void on_after_step(StepContext& ctx) override {
+      log->push_back("outer.after_step");
+      WrapperStrategy::on_after_step(ctx);
+    }
+  };
+  auto base = std::make_shared<Base>();
+  base->log = log;
+  Outer outer(base);
+  outer.log = log;
+  Trainer(rig.spec, *rig.stream, rig.model(), outer, test::model_factory(rig.spec, *rig.stream)).train_task(0);
+  CHECK(std::vector<std::string>(log->begin(), log->begin() + 6) ==
+        std::vector<std::string>{"base.before_forward", "outer.before_forward", "base.after_backward", "outer.after_backward",
+                                 "outer.after_step", "base.after_step"});
+  CHECK(base->hook_count(Hook::after_step) == 2);  // the base's own bookkeeping runs too
+}

@@ -80,21 +80,21 @@ TEST_CASE("Linear taps see input, pre-activation output and output gradient; nev
   torch::manual_seed(1);
   auto spec = parse_spec("backbone: {name: mlp, hidden: [6]}", "x.yaml");
   Classifier model(spec.backbone.build(std::vector<int64_t>{1, 2, 2}), 3);
-  struct Recorder : nn::LinearTap {
+  struct Recorder : nn::Tap {
     std::vector<std::string> order;
-    std::map<nn::LinearImpl*, torch::Tensor> in, out, grad;
-    void on_forward(nn::LinearImpl& l, const torch::Tensor& x, const torch::Tensor& y) override {
+    std::map<nn::TappedLayer*, torch::Tensor> in, out, grad;
+    void on_forward(nn::TappedLayer& l, const torch::Tensor& x, const torch::Tensor& y) override {
       in[&l] = x.detach().clone();
       out[&l] = y.detach().clone();
     }
     bool wants_output_grad() const override { return true; }
-    void on_output_grad(nn::LinearImpl& l, const torch::Tensor& g) override { grad[&l] = g.clone(); }
+    void on_output_grad(nn::TappedLayer& l, const torch::Tensor& g) override { grad[&l] = g.clone(); }
   } tap;
   auto layers = nn::linear_layers(model);
   REQUIRE(layers.size() == 2);
   CHECK(layers[0].first == "backbone.fc0");
   CHECK(layers[1].first == "head");
-  std::vector<std::shared_ptr<nn::LinearImpl>> all = {layers[0].second, layers[1].second};
+  std::vector<nn::TappedLayer*> all = {layers[0].second.get(), layers[1].second.get()};
   torch::Tensor x = torch::randn({4, 1, 2, 2});
   {
     nn::TapGuard guard(tap, all);

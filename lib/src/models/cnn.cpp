@@ -1,7 +1,6 @@
 // `cnn`: a small convolutional net for 28x28-sized inputs: [conv3x3 + ReLU + maxpool2] per
 // entry of `channels`, then one hidden Linear layer (the features).
 #include <torch/nn/functional/pooling.h>
-#include <torch/nn/modules/conv.h>
 
 #include "clrun/models/backbone.hpp"
 
@@ -30,7 +29,7 @@ class Cnn : public Backbone {
     for (std::size_t i = 0; i < o.channels.size(); ++i) {
       convs_.push_back(register_module(
           "conv" + std::to_string(i),
-          torch::nn::Conv2d(torch::nn::Conv2dOptions(c, o.channels[i], /*kernel_size=*/3).padding(1))));
+          nn::Conv2d(c, o.channels[i], /*kernel_size=*/3, /*stride=*/1, /*padding=*/1)));
       c = o.channels[i];
       h /= 2;
       w /= 2;
@@ -49,7 +48,7 @@ class Cnn : public Backbone {
 
  private:
   int64_t hidden_;
-  std::vector<torch::nn::Conv2d> convs_;
+  std::vector<nn::Conv2d> convs_;
   nn::Linear fc_{nullptr};
 };
 

@@ -1,4 +1,4 @@
-// clrun::nn::Linear and its taps.
+// clrun's tapped layers (Linear, Conv2d) and the tap plumbing.
 #include "clrun/models/linear.hpp"
 
 #include <algorithm>
@@ -8,31 +8,23 @@
 
 namespace clrun::nn {
 
-LinearImpl::LinearImpl(int64_t in, int64_t out, bool bias_)
-    : in_features(in), out_features(out), with_bias(bias_) {
-  reset();
-}
-
-void LinearImpl::reset() {
-  weight = register_parameter("weight", torch::empty({out_features, in_features}));
-  bias = with_bias ? register_parameter("bias", torch::empty({out_features})) : torch::Tensor();
-  reset_parameters();
-}
-
-void LinearImpl::reset_parameters() {
-  // The same draws, in the same order, as torch::nn::Linear: runs keep their numbers.
+namespace {
+/// The same draws, in the same order, as torch::nn::Linear / Conv2d: runs keep their numbers.
+void default_init(torch::Tensor& weight, torch::Tensor& bias) {
   torch::NoGradGuard no_grad;
   torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
   if (bias.defined()) {
-    const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
-    torch::nn::init::uniform_(bias, -bound, bound);
+    const double fan_in = static_cast<double>(weight.numel() / weight.size(0));
+    torch::nn::init::uniform_(bias, -1.0 / std::sqrt(fan_in), 1.0 / std::sqrt(fan_in));
   }
 }
+}  // namespace
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& input) {
-  torch::Tensor out = torch::linear(input, weight, bias);
+void TappedLayer::remove_tap(Tap* tap) { taps_.erase(std::remove(taps_.begin(), taps_.end(), tap), taps_.end()); }
+
+torch::Tensor TappedLayer::observe(const torch::Tensor& input, torch::Tensor out) {
   if (taps_.empty() || !torch::GradMode::is_enabled()) return out;
-  for (LinearTap* tap : taps_) {
+  for (Tap* tap : taps_) {
     tap->on_forward(*this, input, out);
     // The hook sees dLoss/dout even if a later activation works in place on `out`.
     if (tap->wants_output_grad() && out.requires_grad())
@@ -41,7 +33,32 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& input) {
   return out;
 }
 
-void LinearImpl::remove_tap(LinearTap* tap) { taps_.erase(std::remove(taps_.begin(), taps_.end(), tap), taps_.end()); }
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool bias_) : in_features(in), out_features(out), with_bias(bias_) { reset(); }
+
+void LinearImpl::reset() {
+  weight = register_parameter("weight", torch::empty({out_features, in_features}));
+  bias = with_bias ? register_parameter("bias", torch::empty({out_features})) : torch::Tensor();
+  reset_parameters();
+}
+
+void LinearImpl::reset_parameters() { default_init(weight, bias); }
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& input) { return observe(input, torch::linear(input, weight, bias)); }
+
+Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t k, int64_t stride_, int64_t padding_, bool bias_)
+    : in_channels(in), out_channels(out), kernel_size(k), stride(stride_), padding(padding_), with_bias(bias_) {
+  reset();
+}
+
+void Conv2dImpl::reset() {
+  weight = register_parameter("weight", torch::empty({out_channels, in_channels, kernel_size, kernel_size}));
+  bias = with_bias ? register_parameter("bias", torch::empty({out_channels})) : torch::Tensor();
+  default_init(weight, bias);
+}
+
+torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
+  return observe(input, torch::conv2d(input, weight, bias, {stride, stride}, {padding, padding}));
+}
 
 std::vector<std::pair<std::string, std::shared_ptr<LinearImpl>>> linear_layers(torch::nn::Module& module) {
   std::vector<std::pair<std::string, std::shared_ptr<LinearImpl>>> out;
@@ -50,13 +67,19 @@ std::vector<std::pair<std::string, std::shared_ptr<LinearImpl>>> linear_layers(t
   return out;
 }
 
-TapGuard::TapGuard(LinearTap& tap, std::vector<std::shared_ptr<LinearImpl>> layers)
-    : tap_(tap), layers_(std::move(layers)) {
-  for (auto& l : layers_) l->add_tap(&tap_);
+std::vector<std::pair<std::string, std::shared_ptr<TappedLayer>>> tapped_layers(torch::nn::Module& module) {
+  std::vector<std::pair<std::string, std::shared_ptr<TappedLayer>>> out;
+  for (const auto& item : module.named_modules("", /*include_self=*/false))
+    if (auto layer = std::dynamic_pointer_cast<TappedLayer>(item.value())) out.emplace_back(item.key(), layer);
+  return out;
+}
+
+TapGuard::TapGuard(Tap& tap, std::vector<TappedLayer*> layers) : tap_(tap), layers_(std::move(layers)) {
+  for (auto* l : layers_) l->add_tap(&tap_);
 }
 
 TapGuard::~TapGuard() {
-  for (auto& l : layers_) l->remove_tap(&tap_);
+  for (auto* l : layers_) l->remove_tap(&tap_);
 }
 
 }  // namespace clrun::nn

@@ -45,18 +45,18 @@ class RequiresGradGuard {
 
 /// Accumulates per-sample squared gradients of Linear weights and biases from the layer's input
 /// and output gradient. Backward visits a layer's calls in reverse, so inputs are a stack.
-class SquaredGradTap : public nn::LinearTap {
+class SquaredGradTap : public nn::Tap {
  public:
-  std::map<nn::LinearImpl*, std::vector<torch::Tensor>> inputs;
-  std::map<nn::LinearImpl*, std::pair<torch::Tensor, torch::Tensor>> sums;  ///< weight, bias
+  std::map<nn::TappedLayer*, std::vector<torch::Tensor>> inputs;
+  std::map<nn::TappedLayer*, std::pair<torch::Tensor, torch::Tensor>> sums;  ///< weight, bias (Linear layers only)
   bool active = true;    ///< off while the per-sample loop runs its own passes
   torch::Tensor weights;  ///< [B] per-sample weights of the current batch, or undefined
 
-  void on_forward(nn::LinearImpl& layer, const torch::Tensor& input, const torch::Tensor&) override {
+  void on_forward(nn::TappedLayer& layer, const torch::Tensor& input, const torch::Tensor&) override {
     if (active) inputs[&layer].push_back(input.detach());
   }
   bool wants_output_grad() const override { return active; }
-  void on_output_grad(nn::LinearImpl& layer, const torch::Tensor& grad) override {
+  void on_output_grad(nn::TappedLayer& layer, const torch::Tensor& grad) override {
     if (!active) return;
     torch::NoGradGuard no_grad;
     auto& stack = inputs[&layer];
@@ -64,8 +64,8 @@ class SquaredGradTap : public nn::LinearTap {
     stack.pop_back();
     auto& [w, b] = sums[&layer];
     if (!w.defined()) {
-      w = torch::zeros_like(layer.weight);
-      if (layer.bias.defined()) b = torch::zeros_like(layer.bias);
+      w = torch::zeros_like(layer.weight_param());
+      if (layer.bias_param().defined()) b = torch::zeros_like(layer.bias_param());
     }
     if (grad.dim() == 2) {
       torch::Tensor g2 = weights.defined() ? grad.square() * weights.unsqueeze(1) : grad.square();
@@ -162,11 +162,11 @@ std::vector<torch::Tensor> estimate_fisher(TaskContext& ctx, const FisherOptions
   }
 
   // Per-sample estimators: Linear weights and biases through the taps, the rest per sample.
-  std::map<const void*, std::pair<nn::LinearImpl*, bool>> covered;  // param -> (layer, is weight)
-  std::vector<std::shared_ptr<nn::LinearImpl>> layers;
+  std::map<const void*, std::pair<nn::TappedLayer*, bool>> covered;  // param -> (layer, is weight)
+  std::vector<nn::TappedLayer*> layers;
   for (auto& [name, layer] : nn::linear_layers(ctx.model)) {
     if (!layer->weight.requires_grad()) continue;
-    layers.push_back(layer);
+    layers.push_back(layer.get());
     covered[layer->weight.unsafeGetTensorImpl()] = {layer.get(), true};
     if (layer->bias.defined() && layer->bias.requires_grad()) covered[layer->bias.unsafeGetTensorImpl()] = {layer.get(), false};
   }

@@ -37,6 +37,7 @@ struct MiguOptions {
   bool mask_bias = false;
   bool mask_updates = false;
   bool skip_first_task = true;
+  bool conv = false;
   StrategyBlock base;
 
   template <class V>
@@ -48,6 +49,8 @@ struct MiguOptions {
     v("mask_bias", mask_bias, "mask bias gradients with the same rows (the official models have no biases)");
     v("mask_updates", mask_updates, "masked rows do not move at all: their weights and optimizer state are restored after the step");
     v("skip_first_task", skip_first_task, "train the first task unmasked (as the official scripts)");
+    v("conv", conv, "EXTENSION beyond the paper: mask conv layers too, one magnitude per output channel "
+      "(sum of |y| over batch and spatial positions)");
     v("base", base, "the strategy MIGU wraps: {name: replay, memory_size: 500}, ewc, derpp, lwf, ... (default finetune)");
   }
 };
@@ -74,25 +77,33 @@ auto find_state(Map& state, const torch::Tensor& p) {
 /// One selected layer: its running magnitudes and per-task statistics, all on the device.
 struct Unit {
   std::string name;
-  std::shared_ptr<nn::LinearImpl> layer;
+  nn::TappedLayer* layer;
   torch::Tensor magnitude;  ///< float32 [d_out], this optimizer step
   torch::Tensor kept;       ///< float32 [d_out]: steps each row was updated, this task
   torch::Tensor previous_top;  ///< bool [d_out]: the previous task's most-updated units
 };
 
-class Migu : public WrapperStrategy, public nn::LinearTap {
+class Migu : public WrapperStrategy, public nn::Tap {
  public:
   Migu(const MiguOptions& o, uint64_t seed) : WrapperStrategy(o.base.build(seed)), o_(o) {}
 
   // -- the tap: magnitudes of every training forward pass ---------------------------------------
-  void on_forward(nn::LinearImpl& layer, const torch::Tensor&, const torch::Tensor& output) override {
+  void on_forward(nn::TappedLayer& layer, const torch::Tensor&, const torch::Tensor& output) override {
     auto it = index_.find(&layer);
     if (it == index_.end()) return;
     Unit& u = units_[it->second];
     torch::NoGradGuard no_grad;
-    torch::Tensor y = output.detach().reshape({-1, output.size(-1)});
+    torch::Tensor y = output.detach();
     if (y.scalar_type() != torch::kFloat32) y = y.to(torch::kFloat32);  // bf16/fp16 outputs accumulate in float32
-    torch::Tensor a = torch::norm(y, 1, /*dim=*/{0});                    // sum of |y| in one kernel
+    torch::Tensor a;  // sum of |y| over every position but the unit's, in one kernel
+    if (layer.unit_dim() == -1) {
+      a = torch::norm(y.reshape({-1, y.size(-1)}), 1, /*dim=*/{0});
+    } else {
+      std::vector<int64_t> others;
+      for (int64_t d = 0; d < y.dim(); ++d)
+        if (d != layer.unit_dim()) others.push_back(d);
+      a = torch::norm(y, 1, others);
+    }
     u.magnitude = u.magnitude.defined() ? u.magnitude.add_(a) : a;
   }
 
@@ -122,11 +133,11 @@ class Migu : public WrapperStrategy, public nn::LinearTap {
     if (units_.empty()) select_layers(ctx.model);
     for (Unit& u : units_) {
       u.magnitude = torch::Tensor();
-      u.kept = torch::zeros({u.layer->out_features}, u.layer->weight.options().dtype(torch::kFloat32));
+      u.kept = torch::zeros({u.layer->units()}, u.layer->weight_param().options().dtype(torch::kFloat32));
     }
     steps_ = 0;
     masking_ = !(o_.skip_first_task && ctx.task == 0);
-    std::vector<std::shared_ptr<nn::LinearImpl>> layers;
+    std::vector<nn::TappedLayer*> layers;
     for (Unit& u : units_) layers.push_back(u.layer);
     attached_ = std::make_unique<nn::TapGuard>(*this, layers);
   }
@@ -142,10 +153,12 @@ class Migu : public WrapperStrategy, public nn::LinearTap {
       u.kept.add_(keep_f);  // the mean kept fraction over steps is kept.sum() / (steps d) at task end
       if (!masking_) continue;
       if (o_.mask_updates) save_rows(ctx.optimizer, u, keep);
-      torch::Tensor& w = u.layer->weight;
-      if (w.grad().defined()) w.mutable_grad().mul_(keep_f.to(w.grad().dtype()).unsqueeze(1));
-      if (o_.mask_bias && u.layer->bias.defined() && u.layer->bias.grad().defined())
-        u.layer->bias.mutable_grad().mul_(keep_f.to(u.layer->bias.grad().dtype()));
+      const torch::Tensor& w = u.layer->weight_param();
+      std::vector<int64_t> rows(w.dim(), 1);  // [d, 1] for Linear, [d, 1, 1, 1] for Conv2d
+      rows[0] = -1;
+      if (w.grad().defined()) w.mutable_grad().mul_(keep_f.to(w.grad().dtype()).view(rows));
+      const torch::Tensor& b = u.layer->bias_param();
+      if (o_.mask_bias && b.defined() && b.grad().defined()) b.mutable_grad().mul_(keep_f.to(b.grad().dtype()));
     }
     ++steps_;
   }
@@ -164,7 +177,7 @@ class Migu : public WrapperStrategy, public nn::LinearTap {
     for (Unit& u : units_) {
       // The paper's observation: tasks light up different units. The task's most-updated
       // units (as many as 1-T of the layer) against the previous task's, as a Jaccard index.
-      const int64_t d = u.layer->out_features;
+      const int64_t d = u.layer->units();
       const int64_t k = std::max<int64_t>(1, std::llround((1.0 - o_.threshold) * static_cast<double>(d)));
       torch::Tensor top = torch::zeros({d}, u.kept.options().dtype(torch::kBool));
       top.index_fill_(0, std::get<1>(u.kept.topk(k)), true);
@@ -198,22 +211,23 @@ class Migu : public WrapperStrategy, public nn::LinearTap {
 
  private:
   void select_layers(Model& model) {
-    for (auto& [name, layer] : nn::linear_layers(model)) {
+    for (auto& [name, layer] : nn::tapped_layers(model)) {
+      const bool linear = layer->unit_dim() == -1;
       const bool head = name == "head" || name == "lm_head";
-      if (head && !o_.include_head) continue;
-      bool selected = false;
-      for (const std::string& p : o_.layers) selected = selected || p == "all_linear" || matches(p, name) || (head && p == "head");
+      if ((head && !o_.include_head) || (!linear && !o_.conv)) continue;
+      bool selected = !linear;  // conv: every conv layer (the extension)
+      for (const std::string& p : o_.layers) selected = selected || (linear && p == "all_linear") || matches(p, name);
       if (!selected) continue;
       index_[layer.get()] = units_.size();
-      units_.push_back({name, layer, {}, {}, {}});
+      units_.push_back({name, layer.get(), {}, {}, {}});
     }
     for (std::size_t i = 0; i < units_.size() && i < pending_tops_.size(); ++i) units_[i].previous_top = pending_tops_[i];
   }
 
   /// mask_updates: remember the masked rows' weights and optimizer state to put back after the step.
   void save_rows(torch::optim::Optimizer& optimizer, Unit& u, const torch::Tensor& keep) {
-    std::vector<torch::Tensor> tensors = {u.layer->weight};
-    if (o_.mask_bias && u.layer->bias.defined()) tensors.push_back(u.layer->bias);
+    std::vector<torch::Tensor> tensors = {u.layer->weight_param()};
+    if (o_.mask_bias && u.layer->bias_param().defined()) tensors.push_back(u.layer->bias_param());
     auto& state = optimizer.state();
     for (const torch::Tensor& p : tensors) {
       std::vector<torch::Tensor> targets = {p};
@@ -226,8 +240,9 @@ class Migu : public WrapperStrategy, public nn::LinearTap {
         if (auto* adamw = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get()))
           targets.push_back(adamw->exp_avg()), targets.push_back(adamw->exp_avg_sq());
       }
-      torch::Tensor restore = keep.logical_not();
-      if (p.dim() > 1) restore = restore.view({-1, 1}).expand_as(p);
+      std::vector<int64_t> rows(p.dim(), 1);
+      rows[0] = -1;
+      torch::Tensor restore = keep.logical_not().view(rows).expand_as(p);
       for (const torch::Tensor& t : targets) saved_.push_back({t, t.detach().clone(), restore});
     }
   }
@@ -247,7 +262,7 @@ class Migu : public WrapperStrategy, public nn::LinearTap {
   };
   MiguOptions o_;
   std::vector<Unit> units_;
-  std::map<nn::LinearImpl*, std::size_t> index_;
+  std::map<nn::TappedLayer*, std::size_t> index_;
   std::unique_ptr<nn::TapGuard> attached_;
   std::vector<SavedRows> saved_;
   std::vector<torch::Tensor> pending_tops_;

@@ -1,9 +1,10 @@
-// clrun::nn::Linear: the one fully connected layer of every backbone and head. Besides
-// y = x W^T + b it offers training-time taps: observers that see each call's input and output
-// (pre-activation) during a forward pass with autograd on, and, if they ask, the gradient of the
-// loss w.r.t. that output during backward. MIGU's magnitudes and EWC's per-sample Fisher use them
-// (LoRA adapters will hang off the same layer). Taps never run under NoGradGuard (evaluation),
-// need no second forward pass and no host sync.
+// clrun's tapped layers. clrun::nn::Linear is the one fully connected layer of every backbone and
+// head (y = x W^T + b); clrun::nn::Conv2d the convolution of the conv backbones. Both offer
+// training-time taps: observers that see each call's input and output (pre-activation) during a
+// forward pass with autograd on, and, if they ask, the gradient of the loss w.r.t. that output
+// during backward. MIGU's magnitudes and EWC's per-sample Fisher use them (LoRA adapters will hang
+// off Linear). Taps never run under NoGradGuard (evaluation), need no second forward pass and no
+// host sync. A layer's output units are the rows (dim 0) of its weight.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -17,54 +18,91 @@
 
 namespace clrun::nn {
 
-class LinearImpl;
+class TappedLayer;
 
-class LinearTap {
+class Tap {
  public:
-  virtual ~LinearTap() = default;
-  /// Called in each forward with autograd enabled; `output` is y before any activation.
-  virtual void on_forward(LinearImpl& /*layer*/, const torch::Tensor& /*input*/, const torch::Tensor& /*output*/) {}
+  virtual ~Tap() = default;
+  /// Called in each forward with autograd enabled; `output` is the layer's output before any activation.
+  virtual void on_forward(TappedLayer& /*layer*/, const torch::Tensor& /*input*/, const torch::Tensor& /*output*/) {}
   /// Whether on_output_grad is wanted (it costs a hook per call).
   virtual bool wants_output_grad() const { return false; }
-  /// dLoss/dy of the call whose output was seen by on_forward, during backward.
-  virtual void on_output_grad(LinearImpl& /*layer*/, const torch::Tensor& /*grad*/) {}
+  /// dLoss/doutput of the call whose output was seen by on_forward, during backward.
+  virtual void on_output_grad(TappedLayer& /*layer*/, const torch::Tensor& /*grad*/) {}
 };
 
-class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
+/// What taps see of a layer: its parameters, its output units and where they sit in its output.
+class TappedLayer {
+ public:
+  virtual ~TappedLayer() = default;
+  void add_tap(Tap* tap) { taps_.push_back(tap); }
+  void remove_tap(Tap* tap);
+  virtual const torch::Tensor& weight_param() const = 0;
+  virtual const torch::Tensor& bias_param() const = 0;  ///< undefined if none
+  /// The output dimension that indexes units: -1 (last) for Linear, 1 (channels) for Conv2d.
+  virtual int64_t unit_dim() const = 0;
+  int64_t units() const { return weight_param().size(0); }
+
+ protected:
+  /// Runs the taps on one call (only with autograd on) and returns `output`.
+  torch::Tensor observe(const torch::Tensor& input, torch::Tensor output);
+
+ private:
+  std::vector<Tap*> taps_;
+};
+
+class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public TappedLayer {
  public:
   LinearImpl(int64_t in_features, int64_t out_features, bool bias = true);
   void reset() override;
   /// PyTorch's default initialisation (kaiming-uniform(a=sqrt 5) weights, uniform(+-1/sqrt in) bias).
   void reset_parameters();
   torch::Tensor forward(const torch::Tensor& input);
-
-  void add_tap(LinearTap* tap) { taps_.push_back(tap); }
-  void remove_tap(LinearTap* tap);
+  const torch::Tensor& weight_param() const override { return weight; }
+  const torch::Tensor& bias_param() const override { return bias; }
+  int64_t unit_dim() const override { return -1; }
 
   int64_t in_features, out_features;
   bool with_bias;
   torch::Tensor weight;  ///< [out_features, in_features]
   torch::Tensor bias;    ///< [out_features] or undefined
-
- private:
-  std::vector<LinearTap*> taps_;
 };
 TORCH_MODULE(Linear);
 
+/// 2-d convolution with square kernels, PyTorch's parameter layout, initialisation and names.
+class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl>, public TappedLayer {
+ public:
+  Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride = 1, int64_t padding = 0,
+             bool bias = true);
+  void reset() override;
+  torch::Tensor forward(const torch::Tensor& input);
+  const torch::Tensor& weight_param() const override { return weight; }
+  const torch::Tensor& bias_param() const override { return bias; }
+  int64_t unit_dim() const override { return 1; }
+
+  int64_t in_channels, out_channels, kernel_size, stride, padding;
+  bool with_bias;
+  torch::Tensor weight;  ///< [out_channels, in_channels, k, k]
+  torch::Tensor bias;    ///< [out_channels] or undefined
+};
+TORCH_MODULE(Conv2d);
+
 /// Every clrun Linear in `module`, with its qualified name ("backbone.fc0", "head").
 std::vector<std::pair<std::string, std::shared_ptr<LinearImpl>>> linear_layers(torch::nn::Module& module);
+/// Every tapped layer (Linear and Conv2d) in `module`, with its qualified name.
+std::vector<std::pair<std::string, std::shared_ptr<TappedLayer>>> tapped_layers(torch::nn::Module& module);
 
 /// Attaches `tap` to `layers` for the guard's lifetime.
 class TapGuard {
  public:
-  TapGuard(LinearTap& tap, std::vector<std::shared_ptr<LinearImpl>> layers);
+  TapGuard(Tap& tap, std::vector<TappedLayer*> layers);
   ~TapGuard();
   TapGuard(const TapGuard&) = delete;
   TapGuard& operator=(const TapGuard&) = delete;
 
  private:
-  LinearTap& tap_;
-  std::vector<std::shared_ptr<LinearImpl>> layers_;
+  Tap& tap_;
+  std::vector<TappedLayer*> layers_;
 };
 
 }  // namespace clrun::nn
