@@ -149,16 +149,15 @@ class Migu : public WrapperStrategy, public nn::Tap {
     for (Unit& u : units_) {
       if (!u.magnitude.defined()) continue;
       torch::Tensor keep = row_mask(u.magnitude, o_.threshold);
-      torch::Tensor keep_f = keep.to(torch::kFloat32);
-      u.kept.add_(keep_f);  // the mean kept fraction over steps is kept.sum() / (steps d) at task end
+      u.kept.add_(keep);  // the mean kept fraction over steps is kept.sum() / (steps d) at task end
       if (!masking_) continue;
       if (o_.mask_updates) save_rows(ctx.optimizer, u, keep);
       const torch::Tensor& w = u.layer->weight_param();
       std::vector<int64_t> rows(w.dim(), 1);  // [d, 1] for Linear, [d, 1, 1, 1] for Conv2d
       rows[0] = -1;
-      if (w.grad().defined()) w.mutable_grad().mul_(keep_f.to(w.grad().dtype()).view(rows));
+      if (w.grad().defined()) w.mutable_grad().mul_(keep.view(rows));  // bool promotes to the gradient's dtype
       const torch::Tensor& b = u.layer->bias_param();
-      if (o_.mask_bias && b.defined() && b.grad().defined()) b.mutable_grad().mul_(keep_f.to(b.grad().dtype()));
+      if (o_.mask_bias && b.defined() && b.grad().defined()) b.mutable_grad().mul_(keep);
     }
     ++steps_;
   }
