@@ -7,6 +7,9 @@
 #include <torch/torch.h>
 
 #include "clrun/config/spec.hpp"
+#include "clrun/core/error.hpp"
+#include "clrun/core/interrupt.hpp"
+#include "clrun/train/experiment.hpp"
 #include "clrun/data/idx.hpp"
 #include "clrun/models/model.hpp"
 #include "clrun/streams/stream.hpp"
@@ -79,6 +82,33 @@ inline ModelFactory model_factory(const ExperimentSpec& spec, const Stream& stre
   return [&spec, &stream] {
     return std::shared_ptr<Model>(std::make_shared<Classifier>(spec.backbone.build(stream.input_shape), stream.num_classes));
   };
+}
+
+/// Runs `spec` straight into dir/straight, then again into dir/resumed interrupted (as Ctrl-C
+/// would) after `step` steps of task `task` and resumed; returns both metrics.json contents.
+inline std::pair<nlohmann::json, nlohmann::json> run_interrupted_and_resumed(const ExperimentSpec& spec,
+                                                                            const std::string& dir, int task,
+                                                                            int64_t step) {
+  RunOptions straight;
+  straight.out_dir = dir + "/straight";
+  nlohmann::json expected = run_experiment(spec, straight).metrics;
+  RunOptions first;
+  first.out_dir = dir + "/resumed";
+  first.on_step = [task, step](int t, int64_t s) {
+    if (t == task && s == step) request_interrupt();
+  };
+  bool interrupted = false;
+  try {
+    run_experiment(spec, first);
+  } catch (const Interrupted&) {
+    interrupted = true;
+  }
+  clear_interrupt();
+  if (!interrupted) throw std::runtime_error("the run was not interrupted at task " + std::to_string(task));
+  RunOptions again = first;
+  again.on_step = nullptr;
+  again.resume = true;
+  return {expected, run_experiment(spec, again).metrics};
 }
 
 /// The Classifier behind a Model reference (tests look at its head).

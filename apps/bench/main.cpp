@@ -80,16 +80,7 @@ nlohmann::json fisher_benchmark(const ExperimentSpec& spec, int64_t samples) {
   auto model = std::make_shared<Classifier>(spec.backbone.build(stream->input_shape), stream->num_classes);
   LossFn loss;
   TaskContext ctx{0, *model, *stream, loss, nullptr, [&](int t, int64_t bs, int64_t limit, const auto& fn) {
-                    const Task& tk = stream->tasks.at(t);
-                    const int64_t n = limit > 0 ? std::min(limit, tk.train_rows.size(0)) : tk.train_rows.size(0);
-                    for (int64_t s = 0; s < n; s += bs) {
-                      Batch b;
-                      b.index = tk.train_rows.slice(0, s, std::min(n, s + bs));
-                      b.inputs = stream->inputs(stream->train, b.index, tk);
-                      b.targets = stream->train.labels.index_select(0, b.index);
-                      b.task_ids = torch::full_like(b.index, t);
-                      fn(b);
-                    }
+                    for_each_train_batch(*stream, t, bs, limit, fn);
                   }};
   FisherOptions o;
   o.fisher_samples = samples;

@@ -35,16 +35,7 @@ struct Rig {
   }
   TaskContext context(int task) {
     return TaskContext{task, *model, *stream, loss, nullptr, [this](int t, int64_t bs, int64_t limit, const auto& fn) {
-                         const Task& tk = stream->tasks.at(t);
-                         const int64_t n = limit > 0 ? std::min(limit, tk.train_rows.size(0)) : tk.train_rows.size(0);
-                         for (int64_t s = 0; s < n; s += bs) {
-                           Batch b;
-                           b.index = tk.train_rows.slice(0, s, std::min(n, s + bs));
-                           b.inputs = stream->inputs(stream->train, b.index, tk);
-                           b.targets = stream->train.labels.index_select(0, b.index);
-                           b.task_ids = torch::full_like(b.index, t);
-                           fn(b);
-                         }
+                         for_each_train_batch(*stream, t, bs, limit, fn);
                        }};
   }
   std::shared_ptr<Strategy> strategy(const std::string& yaml) {
@@ -249,20 +240,7 @@ TEST_CASE("every strategy resumes after an interruption with the same numbers", 
     for (int stop_task : {1, 2}) {
       ExperimentSpec spec = parse_spec(test::tiny_config(dir.path()), "tiny.yaml",
                                        {parse_override("strategy=" + yaml), parse_override("backbone.dropout=0.1")});
-      RunOptions straight;
-      straight.out_dir = dir / ("straight_" + std::to_string(k));
-      nlohmann::json expected = run_experiment(spec, straight).metrics;
-      RunOptions first;
-      first.out_dir = dir / ("resumed_" + std::to_string(k++));
-      first.on_step = [stop_task](int task, int64_t step) {
-        if (task == stop_task && step == 2) request_interrupt();
-      };
-      CHECK_THROWS_AS(run_experiment(spec, first), Interrupted);
-      clear_interrupt();
-      RunOptions again = first;
-      again.on_step = nullptr;
-      again.resume = true;
-      nlohmann::json resumed = run_experiment(spec, again).metrics;
+      auto [expected, resumed] = test::run_interrupted_and_resumed(spec, dir / std::to_string(k++), stop_task, 2);
       CHECK(resumed["accuracy"]["correct"] == expected["accuracy"]["correct"]);
       CHECK(resumed["task_aware_accuracy"]["correct"] == expected["task_aware_accuracy"]["correct"]);
       CHECK(resumed["per_task"][2]["mean_loss"] == expected["per_task"][2]["mean_loss"]);

@@ -115,26 +115,12 @@ TEST_CASE("MIGU composes with a base strategy and resumes identically", "[strate
   spdlog::set_level(spdlog::level::err);
   test::TempDir dir("migu_resume");
   test::write_tiny_mnist(dir.path());
+  int k = 0;
   for (const std::string yaml : {"{name: migu, base: {name: replay, memory_size: 30}}", "{name: migu, base: {name: ewc, lambda: 10}}",
                                  "{name: migu, threshold: 0.5, mask_updates: true, layers: ['*fc0']}"}) {
     INFO(yaml);
     ExperimentSpec spec = parse_spec(test::tiny_config(dir.path()), "tiny.yaml", {parse_override("strategy=" + yaml)});
-    RunOptions straight;
-    straight.out_dir = dir / "straight";
-    std::filesystem::remove_all(straight.out_dir);
-    nlohmann::json expected = run_experiment(spec, straight).metrics;
-    RunOptions first;
-    first.out_dir = dir / "resumed";
-    std::filesystem::remove_all(first.out_dir);
-    first.on_step = [](int task, int64_t step) {
-      if (task == 2 && step == 2) request_interrupt();
-    };
-    CHECK_THROWS_AS(run_experiment(spec, first), Interrupted);
-    clear_interrupt();
-    RunOptions again = first;
-    again.on_step = nullptr;
-    again.resume = true;
-    nlohmann::json resumed = run_experiment(spec, again).metrics;
+    auto [expected, resumed] = test::run_interrupted_and_resumed(spec, dir / std::to_string(k++), 2, 2);
     CHECK(resumed["accuracy"]["correct"] == expected["accuracy"]["correct"]);
     CHECK(resumed["strategy_state"] == expected["strategy_state"]);
     CHECK(resumed["strategy_hooks"]["calls"] == expected["strategy_hooks"]["calls"]);

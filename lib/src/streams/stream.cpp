@@ -154,6 +154,20 @@ nlohmann::json Stream::describe() const {
           {"input_shape", input_shape}, {"num_tasks", num_tasks()}, {"tasks", tasks_json}};
 }
 
+void for_each_train_batch(const Stream& stream, int task, int64_t batch_size, int64_t limit,
+                          const std::function<void(const Batch&)>& fn) {
+  const Task& tk = stream.tasks.at(task);
+  const int64_t n = limit > 0 ? std::min(limit, tk.train_rows.size(0)) : tk.train_rows.size(0);
+  for (int64_t start = 0; start < n; start += batch_size) {
+    Batch b;
+    b.index = tk.train_rows.slice(0, start, std::min(n, start + batch_size));
+    b.inputs = stream.inputs(stream.train, b.index, tk);
+    b.targets = stream.train.labels.index_select(0, b.index);
+    b.task_ids = torch::full_like(b.index, task);
+    fn(b);
+  }
+}
+
 std::shared_ptr<Stream> make_domain_stream(
     const std::string& name, const Dataset& data, int64_t num_tasks,
     const std::function<std::shared_ptr<InputTransform>(int, const Stream&)>& transform_of) {

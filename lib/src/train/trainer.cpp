@@ -76,20 +76,6 @@ Batch Trainer::make_batch(const TrainingSet& set, const torch::Tensor& positions
   return b;
 }
 
-void Trainer::for_each_train_batch(int task, int64_t batch_size, int64_t limit,
-                                   const std::function<void(const Batch&)>& fn) const {
-  const Task& tk = stream_.tasks.at(task);
-  const int64_t n = limit > 0 ? std::min(limit, tk.train_rows.size(0)) : tk.train_rows.size(0);
-  for (int64_t start = 0; start < n; start += batch_size) {
-    Batch b;
-    b.index = tk.train_rows.slice(0, start, std::min(n, start + batch_size));
-    b.inputs = stream_.inputs(stream_.train, b.index, tk);
-    b.targets = stream_.train.labels.index_select(0, b.index);
-    b.task_ids = torch::full_like(b.index, task);
-    fn(b);
-  }
-}
-
 torch::Tensor Trainer::loss_masks(int task) const {
   const std::string& scope = spec_.train.logits;
   if (scope == "all") return {};
@@ -225,7 +211,7 @@ TaskStats Trainer::train_task(int task) {
   loss_fn_.masks = loss_masks(task);
 
   TaskContext task_ctx{task, *model_, stream_, loss_fn_, nullptr,
-                       [this](int t, int64_t b, int64_t limit, const auto& fn) { for_each_train_batch(t, b, limit, fn); }};
+                       [this](int t, int64_t b, int64_t limit, const auto& fn) { for_each_train_batch(stream_, t, b, limit, fn); }};
   model_->train();
   strategy_.before_task(task_ctx);
   if (!trains) {

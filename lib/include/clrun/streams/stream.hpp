@@ -10,6 +10,7 @@
 #include <torch/types.h>
 
 #include "clrun/core/registry.hpp"
+#include "clrun/data/batch.hpp"
 #include "clrun/data/dataset.hpp"
 #include "clrun/streams/class_order.hpp"
 
@@ -84,6 +85,11 @@ class Stream {
  private:
   torch::Tensor scale_, shift_;  ///< [1, C, 1, 1]: x / 255 / std - mean / std in one multiply-add
 };
+
+/// Visits task `task`'s training data in stored order in batches of `batch_size` (inputs
+/// prepared as in training, task ids set); `limit` > 0 stops after that many rows.
+void for_each_train_batch(const Stream& stream, int task, int64_t batch_size, int64_t limit,
+                          const std::function<void(const Batch&)>& fn);
 
 /// A domain-IL stream: `num_tasks` tasks over the whole data set and all its classes, task t's
 /// inputs changed by `transform_of(t)` (null: unchanged).

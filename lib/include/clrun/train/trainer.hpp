@@ -86,8 +86,6 @@ class Trainer {
   void step(int task, int64_t epoch, std::vector<Batch> micro, Totals& totals);
   /// The context after_backward/after_step see when a step had several micro-batches.
   StepContext& merge_micro_batches(std::vector<StepContext>& micro) const;
-  void for_each_train_batch(int task, int64_t batch_size, int64_t limit,
-                            const std::function<void(const Batch&)>& fn) const;
 
   const ExperimentSpec& spec_;
   Stream& stream_;
