@@ -199,3 +199,47 @@ TEST_CASE("a wrapper runs the base's hooks first, except after_step", "[strategi
                                  "outer.after_step", "base.after_step"});
   CHECK(base->hook_count(Hook::after_step) == 2);  // the base's own bookkeeping runs too
 }
+
+TEST_CASE("MIGU masks a weight shared by the head and an embedding through the head's mask", "[strategies][migu][tied]") {
+  // A head tied to an embedding (as T5's lm_head and shared embedding) is one Parameter: the
+  // head's row mask zeroes those rows of the summed gradient, the embedding's part included.
+  MiguRig rig;
+  struct Tied : Model {
+    nn::Linear head{nullptr};
+    Tied() { head = register_module("head", nn::Linear(6, 5, /*bias=*/false)); }
+    torch::Tensor forward(const Batch& b) override {
+      // "token" embedding with the head's weight (rows = vocabulary), then the head
+      return head->forward(torch::embedding(head->weight, b.extra.at("ids")).mean(1));
+    }
+    torch::Tensor row_loss(const torch::Tensor& out, const Batch& b, const torch::Tensor&) override {
+      return torch::nn::functional::cross_entropy(out, b.targets, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+    }
+    torch::Tensor sample_targets(const torch::Tensor& out, const Batch&, const torch::Tensor&, at::Generator&) override {
+      return out.argmax(1);
+    }
+  };
+  torch::manual_seed(2);
+  auto model = std::make_shared<Tied>();
+  auto migu = parse_spec(test::tiny_config(rig.dir.path()), "tiny.yaml", {parse_override("strategy={name: migu, threshold: 0.6}")})
+                  .strategy.build(0);
+  migu->setup(StrategyEnv{0, rig.stream.get(), torch::kCPU, nullptr});
+  LossFn loss;
+  TaskContext task{1, *model, *rig.stream, loss, nullptr, nullptr};
+  migu->before_task(task);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1));
+  Batch b;
+  b.extra["ids"] = torch::tensor({{0, 1, 2}, {3, 4, 1}, {2, 2, 0}, {4, 0, 3}});
+  b.targets = torch::tensor({1, 3, 0, 2});
+  StepContext step{1, 0, 0, *model, opt, *rig.stream, loss, b, 4, {}, {}, {}};
+  step.output = model->forward(step.batch);
+  step.loss = step.task_loss(step.output, step.batch);
+  step.loss.backward();
+  torch::Tensor before = model->head->weight.grad().clone();
+  migu->after_backward(step);
+  torch::Tensor after = model->head->weight.grad();
+  torch::Tensor zeroed = after.abs().sum(1).eq(0), had = before.abs().sum(1).gt(0);
+  CHECK(zeroed.logical_and(had).sum().item<int64_t>() >= 1);  // masked rows lost the embedding's gradient too
+  CHECK(zeroed.sum().item<int64_t>() <= 3);                    // T = 0.6 of 5 rows: at most ceil(2.4)
+  torch::Tensor kept = zeroed.logical_not();
+  CHECK(after.index({kept}).equal(before.index({kept})));      // kept rows bit-identical
+}

@@ -78,9 +78,14 @@ auto find_state(Map& state, const torch::Tensor& p) {
 struct Unit {
   std::string name;
   nn::TappedLayer* layer;
-  torch::Tensor magnitude;  ///< float32 [d_out], this optimizer step
-  torch::Tensor kept;       ///< float32 [d_out]: steps each row was updated, this task
+  torch::Tensor magnitude;     ///< float32 [d_out], this optimizer step
   torch::Tensor previous_top;  ///< bool [d_out]: the previous task's most-updated units
+};
+
+/// Selected layers of one width, masked together in one batched op.
+struct Group {
+  std::vector<std::size_t> units;
+  torch::Tensor kept;  ///< float32 [units, d_out]: steps each row was updated, this task
 };
 
 class Migu : public WrapperStrategy, public nn::Tap {
@@ -107,16 +112,18 @@ class Migu : public WrapperStrategy, public nn::Tap {
     u.magnitude = u.magnitude.defined() ? u.magnitude.add_(a) : a;
   }
 
-  /// Row masks (bool [d_out]) from magnitudes: kept = a >= quantile(a, T). The position
+  /// Row masks (bool [..., d_out]) from magnitudes [..., d_out], one per leading index (layers
+  /// of equal width are masked in one batched op): kept = a >= quantile(a, T). The position
   /// h = T (d - 1) is computed in float64 on the host and the interpolation is done in the
   /// magnitudes' float32, as torch.quantile on them. Magnitudes are >= 0, so all-zero magnitudes
   /// give threshold 0 and keep every row without a special case.
   static torch::Tensor row_mask(const torch::Tensor& a, double threshold) {
-    const int64_t d = a.size(0);
+    const int64_t d = a.size(-1);
     const double h = threshold * static_cast<double>(d - 1);
     const int64_t lo = static_cast<int64_t>(std::floor(h)), hi = static_cast<int64_t>(std::ceil(h));
-    torch::Tensor sorted = std::get<0>(a.sort());
-    return a.ge(torch::lerp(sorted[lo], sorted[hi], h - static_cast<double>(lo)));
+    torch::Tensor sorted = std::get<0>(a.sort(-1));
+    torch::Tensor thr = torch::lerp(sorted.select(-1, lo), sorted.select(-1, hi), h - static_cast<double>(lo));
+    return a.ge(thr.unsqueeze(-1));
   }
 
   nlohmann::json describe() const override {
@@ -131,9 +138,11 @@ class Migu : public WrapperStrategy, public nn::Tap {
   void on_before_task(TaskContext& ctx) override {
     WrapperStrategy::on_before_task(ctx);
     if (units_.empty()) select_layers(ctx.model);
-    for (Unit& u : units_) {
-      u.magnitude = torch::Tensor();
-      u.kept = torch::zeros({u.layer->units()}, u.layer->weight_param().options().dtype(torch::kFloat32));
+    for (Unit& u : units_) u.magnitude = torch::Tensor();
+    for (Group& g : groups_) {
+      const Unit& first = units_[g.units[0]];
+      g.kept = torch::zeros({static_cast<int64_t>(g.units.size()), first.layer->units()},
+                            first.layer->weight_param().options().dtype(torch::kFloat32));
     }
     steps_ = 0;
     masking_ = !(o_.skip_first_task && ctx.task == 0);
@@ -146,18 +155,16 @@ class Migu : public WrapperStrategy, public nn::Tap {
     WrapperStrategy::on_after_backward(ctx);
     torch::NoGradGuard no_grad;
     saved_.clear();
-    for (Unit& u : units_) {
-      if (!u.magnitude.defined()) continue;
-      torch::Tensor keep = row_mask(u.magnitude, o_.threshold);
-      u.kept.add_(keep);  // the mean kept fraction over steps is kept.sum() / (steps d) at task end
+    for (Group& g : groups_) {
+      std::vector<torch::Tensor> magnitudes;
+      for (std::size_t i : g.units) {
+        const Unit& u = units_[i];  // a layer not called this step counts as all-zero: kept whole
+        magnitudes.push_back(u.magnitude.defined() ? u.magnitude : torch::zeros({u.layer->units()}, g.kept.options()));
+      }
+      torch::Tensor keep = row_mask(magnitudes.size() == 1 ? magnitudes[0].unsqueeze(0) : torch::stack(magnitudes), o_.threshold);
+      g.kept.add_(keep);  // the mean kept fraction over steps is kept.sum() / (steps d) at task end
       if (!masking_) continue;
-      if (o_.mask_updates) save_rows(ctx.optimizer, u, keep);
-      const torch::Tensor& w = u.layer->weight_param();
-      std::vector<int64_t> rows(w.dim(), 1);  // [d, 1] for Linear, [d, 1, 1, 1] for Conv2d
-      rows[0] = -1;
-      if (w.grad().defined()) w.mutable_grad().mul_(keep.view(rows));  // bool promotes to the gradient's dtype
-      const torch::Tensor& b = u.layer->bias_param();
-      if (o_.mask_bias && b.defined() && b.grad().defined()) b.mutable_grad().mul_(keep);
+      for (std::size_t k = 0; k < g.units.size(); ++k) mask_gradients(ctx.optimizer, units_[g.units[k]], keep[k]);
     }
     ++steps_;
   }
@@ -173,24 +180,28 @@ class Migu : public WrapperStrategy, public nn::Tap {
     for (Unit& u : units_) u.magnitude = torch::Tensor();
     WrapperStrategy::on_after_task(ctx);
     nlohmann::json layers = nlohmann::json::object();
-    for (Unit& u : units_) {
-      // The paper's observation: tasks light up different units. The task's most-updated
-      // units (as many as 1-T of the layer) against the previous task's, as a Jaccard index.
-      const int64_t d = u.layer->units();
-      const int64_t k = std::max<int64_t>(1, std::llround((1.0 - o_.threshold) * static_cast<double>(d)));
-      torch::Tensor top = torch::zeros({d}, u.kept.options().dtype(torch::kBool));
-      top.index_fill_(0, std::get<1>(u.kept.topk(k)), true);
-      nlohmann::json entry = {{"updated_fraction", steps_ ? u.kept.sum().item<double>() / static_cast<double>(steps_ * d) : 1.0},
-                              {"masked", masking_}};
-      if (u.previous_top.defined()) {
-        const double inter = top.logical_and(u.previous_top).sum().item<double>();
-        const double uni = top.logical_or(u.previous_top).sum().item<double>();
-        entry["jaccard_with_previous_task"] = uni > 0 ? inter / uni : 1.0;
-      }
-      u.previous_top = top;
-      layers[u.name] = entry;
-    }
+    for (Group& g : groups_)
+      for (std::size_t k = 0; k < g.units.size(); ++k) layers[units_[g.units[k]].name] = task_diagnostics(units_[g.units[k]], g.kept[static_cast<int64_t>(k)]);
     diagnostics_.push_back({{"task", ctx.task}, {"steps", steps_}, {"layers", layers}});
+  }
+
+  /// The mean fraction of rows updated per step, and the paper's observation that tasks light up
+  /// different units: the task's most-updated units (as many as 1-T of the layer) against the
+  /// previous task's, as a Jaccard index.
+  nlohmann::json task_diagnostics(Unit& u, const torch::Tensor& kept) {
+    const int64_t d = u.layer->units();
+    const int64_t top_k = std::max<int64_t>(1, std::llround((1.0 - o_.threshold) * static_cast<double>(d)));
+    torch::Tensor top = torch::zeros({d}, kept.options().dtype(torch::kBool));
+    top.index_fill_(0, std::get<1>(kept.topk(top_k)), true);
+    nlohmann::json entry = {{"updated_fraction", steps_ ? kept.sum().item<double>() / static_cast<double>(steps_ * d) : 1.0},
+                            {"masked", masking_}};
+    if (u.previous_top.defined()) {
+      const double inter = top.logical_and(u.previous_top).sum().item<double>();
+      const double uni = top.logical_or(u.previous_top).sum().item<double>();
+      entry["jaccard_with_previous_task"] = uni > 0 ? inter / uni : 1.0;
+    }
+    u.previous_top = top;
+    return entry;
   }
 
   void save(torch::serialize::OutputArchive& archive) const override {
@@ -209,6 +220,17 @@ class Migu : public WrapperStrategy, public nn::Tap {
   }
 
  private:
+  /// Zeroes the gradient rows of `u` where `keep` is false (remembering them for mask_updates).
+  void mask_gradients(torch::optim::Optimizer& optimizer, Unit& u, const torch::Tensor& keep) {
+    if (o_.mask_updates) save_rows(optimizer, u, keep);
+    const torch::Tensor& w = u.layer->weight_param();
+    std::vector<int64_t> rows(w.dim(), 1);  // [d, 1] for Linear, [d, 1, 1, 1] for Conv2d
+    rows[0] = -1;
+    if (w.grad().defined()) w.mutable_grad().mul_(keep.view(rows));  // bool promotes to the gradient's dtype
+    const torch::Tensor& b = u.layer->bias_param();
+    if (o_.mask_bias && b.defined() && b.grad().defined()) b.mutable_grad().mul_(keep);
+  }
+
   void select_layers(Model& model) {
     for (auto& [name, layer] : nn::tapped_layers(model)) {
       const bool linear = layer->unit_dim() == -1;
@@ -218,9 +240,15 @@ class Migu : public WrapperStrategy, public nn::Tap {
       for (const std::string& p : o_.layers) selected = selected || (linear && p == "all_linear") || matches(p, name);
       if (!selected) continue;
       index_[layer.get()] = units_.size();
-      units_.push_back({name, layer.get(), {}, {}, {}});
+      units_.push_back({name, layer.get(), {}, {}});
     }
     for (std::size_t i = 0; i < units_.size() && i < pending_tops_.size(); ++i) units_[i].previous_top = pending_tops_[i];
+    std::map<int64_t, std::size_t> by_width;
+    for (std::size_t i = 0; i < units_.size(); ++i) {
+      auto [it, fresh] = by_width.emplace(units_[i].layer->units(), groups_.size());
+      if (fresh) groups_.push_back({});
+      groups_[it->second].units.push_back(i);
+    }
   }
 
   /// mask_updates: remember the masked rows' weights and optimizer state to put back after the step.
@@ -261,6 +289,7 @@ class Migu : public WrapperStrategy, public nn::Tap {
   };
   MiguOptions o_;
   std::vector<Unit> units_;
+  std::vector<Group> groups_;
   std::map<nn::TappedLayer*, std::size_t> index_;
   std::unique_ptr<nn::TapGuard> attached_;
   std::vector<SavedRows> saved_;
