@@ -253,25 +253,23 @@ class Migu : public WrapperStrategy, public nn::Tap {
 
   /// mask_updates: remember the masked rows' weights and optimizer state to put back after the step.
   void save_rows(torch::optim::Optimizer& optimizer, Unit& u, const torch::Tensor& keep) {
-    std::vector<torch::Tensor> tensors = {u.layer->weight_param()};
-    if (o_.mask_bias && u.layer->bias_param().defined()) tensors.push_back(u.layer->bias_param());
+    save_rows_of(optimizer, u.layer->weight_param(), keep);
+    if (o_.mask_bias && u.layer->bias_param().defined()) save_rows_of(optimizer, u.layer->bias_param(), keep);
+  }
+  /// Parameter `p` and its optimizer state (SGD momentum, Adam/AdamW moments).
+  void save_rows_of(torch::optim::Optimizer& optimizer, const torch::Tensor& p, const torch::Tensor& keep) {
+    std::vector<int64_t> rows(p.dim(), 1);
+    rows[0] = -1;
+    const torch::Tensor restore = keep.logical_not().view(rows).expand_as(p);
+    auto save = [&](const torch::Tensor& t) { saved_.push_back({t, t.detach().clone(), restore}); };
+    save(p);
     auto& state = optimizer.state();
-    for (const torch::Tensor& p : tensors) {
-      std::vector<torch::Tensor> targets = {p};
-      auto it = find_state(state, p);
-      if (it != state.end()) {
-        if (auto* sgd = dynamic_cast<torch::optim::SGDParamState*>(it->second.get()))
-          if (sgd->momentum_buffer().defined()) targets.push_back(sgd->momentum_buffer());
-        if (auto* adam = dynamic_cast<torch::optim::AdamParamState*>(it->second.get()))
-          targets.push_back(adam->exp_avg()), targets.push_back(adam->exp_avg_sq());
-        if (auto* adamw = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get()))
-          targets.push_back(adamw->exp_avg()), targets.push_back(adamw->exp_avg_sq());
-      }
-      std::vector<int64_t> rows(p.dim(), 1);
-      rows[0] = -1;
-      torch::Tensor restore = keep.logical_not().view(rows).expand_as(p);
-      for (const torch::Tensor& t : targets) saved_.push_back({t, t.detach().clone(), restore});
-    }
+    auto it = find_state(state, p);
+    if (it == state.end()) return;
+    if (auto* sgd = dynamic_cast<torch::optim::SGDParamState*>(it->second.get()))
+      if (sgd->momentum_buffer().defined()) save(sgd->momentum_buffer());
+    if (auto* adam = dynamic_cast<torch::optim::AdamParamState*>(it->second.get())) save(adam->exp_avg()), save(adam->exp_avg_sq());
+    if (auto* adamw = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get())) save(adamw->exp_avg()), save(adamw->exp_avg_sq());
   }
   void restore_rows() {
     torch::NoGradGuard no_grad;
