@@ -136,3 +136,20 @@ TEST_CASE("resume refuses a changed config", "[io][run][resume]") {
   CHECK_THROWS_WITH(run_experiment(tiny_spec(dir.path(), {parse_override("train.optimizer.lr=0.2")}), options),
                     Catch::Contains("train.optimizer.lr: 0.05 -> 0.2") && Catch::Contains("train.epochs: 1 -> 2"));
 }
+
+TEST_CASE("a diverging run stops with status diverged, keeps what it wrote and exits 1", "[io][run][diverged]") {
+  spdlog::set_level(spdlog::level::off);
+  test::TempDir dir("diverged");
+  test::write_tiny_mnist(dir.path());
+  ExperimentSpec spec = tiny_spec(dir.path(), {parse_override("train.optimizer={name: sgd, lr: 1.0e+30}")});
+  RunOptions options;
+  options.out_dir = dir / "run";
+  CHECK_THROWS_AS(run_experiment(spec, options), Diverged);
+  std::optional<nlohmann::json> m = RunDir(options.out_dir).read_json("metrics.json");
+  REQUIRE(m);
+  CHECK((*m)["status"] == "diverged");
+  CHECK((*m)["diverged_at"]["task"] == 0);
+  CHECK((*m)["diverged_at"]["epoch"] == 0);
+  CHECK(std::filesystem::exists(dir / "run/config.json"));
+  spdlog::set_level(spdlog::level::info);
+}

@@ -336,6 +336,12 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
       }
       dir.write_json("metrics.json", metrics_json(state, t + 1 == stream->num_tasks() ? "complete" : "running"));
     }
+  } catch (const Diverged& e) {
+    // Everything written so far stays; the run is marked and not resumed by sweeps.
+    nlohmann::json m = metrics_json(state, "diverged");
+    m["diverged_at"] = {{"task", e.task}, {"epoch", e.epoch}, {"steps", e.steps}};
+    dir.write_json("metrics.json", m);
+    throw;
   } catch (const Interrupted&) {
     progress.finish();
     dir.write_json("metrics.json", metrics_json(state, "interrupted"));

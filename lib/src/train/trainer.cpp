@@ -2,6 +2,7 @@
 // from the in-memory split, no .item() per step (the loss is summed on the device).
 #include "clrun/train/trainer.hpp"
 
+#include <cmath>
 #include <set>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -9,6 +10,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include "clrun/core/error.hpp"
 #include "clrun/core/interrupt.hpp"
 #include "clrun/core/seed.hpp"
 #include "clrun/eval/evaluator.hpp"
@@ -250,6 +252,11 @@ TaskStats Trainer::train_task(int task) {
       if (!first_step_) first_step_ = std::chrono::steady_clock::now();
       if (on_step_) on_step_(task, totals.steps);
       if (progress_) progress_->update(totals.steps, totals.samples);
+    }
+    // One host sync per epoch: a non-finite loss sum means the run diverged.
+    if (!std::isfinite(totals.loss.item<double>())) {
+      if (progress_) progress_->finish();
+      throw Diverged(task, epoch, totals.steps);
     }
   }
   if (progress_) progress_->finish();

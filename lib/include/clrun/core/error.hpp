@@ -1,5 +1,6 @@
 // Error types and their exit codes: bad input (2), runtime failure (1), interrupted (130).
 #pragma once
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -16,6 +17,17 @@ class InputError : public std::runtime_error {
 class Interrupted : public std::runtime_error {
  public:
   Interrupted() : std::runtime_error("interrupted") {}
+};
+
+/// Training produced a non-finite loss; the run stops with status `diverged` (exit code 1).
+class Diverged : public std::runtime_error {
+ public:
+  Diverged(int task_, int64_t epoch_, int64_t steps_)
+      : std::runtime_error("training diverged (non-finite loss) in task " + std::to_string(task_) + ", epoch " +
+                           std::to_string(epoch_) + ", by step " + std::to_string(steps_)),
+        task(task_), epoch(epoch_), steps(steps_) {}
+  int task;
+  int64_t epoch, steps;  ///< the epoch whose loss sum was non-finite; optimizer steps taken in the task by then
 };
 
 namespace exit_code {
