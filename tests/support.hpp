@@ -79,9 +79,7 @@ inline std::string tiny_config(const std::string& data_dir, const std::string& e
 
 /// Fresh classifiers of the spec's backbone for `stream` (what the runner hands the Trainer).
 inline ModelFactory model_factory(const ExperimentSpec& spec, const Stream& stream) {
-  return [&spec, &stream] {
-    return std::shared_ptr<Model>(std::make_shared<Classifier>(spec.backbone.build(stream.input_shape), stream.num_classes));
-  };
+  return clrun::model_factory(spec, stream, torch::kCPU);
 }
 
 /// Runs `spec` straight into dir/straight, then again into dir/resumed interrupted (as Ctrl-C

@@ -111,11 +111,7 @@ struct Contestant {
   std::unique_ptr<Trainer> trainer;
   explicit Contestant(ExperimentSpec s) : spec(std::move(s)) {
     stream = spec.stream.build(spec.dataset.build(), spec.seed);
-    ModelFactory make = [this] {
-      auto m = std::make_shared<Classifier>(spec.backbone.build(stream->input_shape), stream->num_classes);
-      initialize(*m, spec.backbone_common.init);
-      return std::shared_ptr<Model>(m);
-    };
+    ModelFactory make = model_factory(spec, *stream, torch::kCPU);
     torch::manual_seed(derive_seed(spec.seed, {seed_purpose::model_init}));
     model = make();
     strategy = spec.strategy.build(spec.seed);

@@ -5,6 +5,13 @@
 
 namespace clrun {
 
+Batch Batch::head(int64_t n) const {
+  auto first = [&](const torch::Tensor& t) { return t.defined() ? t.narrow(0, 0, n) : t; };
+  Batch out{first(inputs), first(targets), first(task_ids), first(index), first(weights), {}};
+  for (const auto& [name, t] : extra) out.extra[name] = first(t);
+  return out;
+}
+
 Batch Batch::select(const torch::Tensor& positions) const {
   auto sel = [&](const torch::Tensor& t) { return t.defined() ? t.index_select(0, positions) : t; };
   Batch out{sel(inputs), sel(targets), sel(task_ids), sel(index), sel(weights), {}};

@@ -38,7 +38,7 @@ class Agem : public Strategy {
     agem_project(grads, reference_);
   }
   void on_after_step(StepContext& ctx) override {
-    Batch current = ctx.batch.select(torch::arange(ctx.current_rows, ctx.batch.index.options()));
+    Batch current = ctx.batch.head(ctx.current_rows);
     memory_.add(ctx.stream, current, {}, ctx.task, rng());
   }
   void save(torch::serialize::OutputArchive& archive) const override { memory_.save(archive); }

@@ -33,7 +33,6 @@ class Lwf : public Strategy {
     if (ctx.task == 0) return;
     if (!teacher_) teacher_ = env().make_model();
     copy_state(ctx.model, *teacher_);
-    teacher_task_ = ctx.task - 1;
     freeze_teacher();
     old_classes_ = torch::tensor(ctx.stream.classes_of(0, ctx.task - 1), torch::kInt64).to(env().device);
   }
@@ -53,7 +52,6 @@ class Lwf : public Strategy {
 
   void save(torch::serialize::OutputArchive& archive) const override {
     archive.write("has_teacher", c10::IValue(static_cast<bool>(teacher_)));
-    archive.write("teacher_task", c10::IValue(static_cast<int64_t>(teacher_task_)));
     if (!teacher_) return;
     torch::serialize::OutputArchive model;
     teacher_->save(model);
@@ -61,10 +59,8 @@ class Lwf : public Strategy {
     archive.write("old_classes", old_classes_);
   }
   void load(torch::serialize::InputArchive& archive) override {
-    c10::IValue has, task;
+    c10::IValue has;
     archive.read("has_teacher", has);
-    archive.read("teacher_task", task);
-    teacher_task_ = static_cast<int>(task.toInt());
     if (!has.toBool()) return;
     teacher_ = env().make_model();
     torch::serialize::InputArchive model;
@@ -83,7 +79,6 @@ class Lwf : public Strategy {
 
   LwfOptions o_;
   std::shared_ptr<Model> teacher_;
-  int teacher_task_ = -1;
   torch::Tensor old_classes_;
 };
 

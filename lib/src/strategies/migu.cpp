@@ -135,8 +135,6 @@ class Migu : public WrapperStrategy, public nn::Tap {
   }
 
  protected:
-  void on_setup() override { WrapperStrategy::on_setup(); }
-
   void on_before_task(TaskContext& ctx) override {
     WrapperStrategy::on_before_task(ctx);
     if (units_.empty()) select_layers(ctx.model);

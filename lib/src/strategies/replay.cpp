@@ -73,7 +73,7 @@ class Replay : public Strategy {
     ctx.add_loss("der_mse", o_.alpha * torch::mse_loss(out, stored_));
   }
   void on_after_step(StepContext& ctx) override {
-    Batch current = ctx.batch.select(torch::arange(ctx.current_rows, ctx.batch.index.options()));
+    Batch current = ctx.batch.head(ctx.current_rows);
     torch::Tensor logits = kind_ == Kind::er ? torch::Tensor() : ctx.output.slice(0, 0, ctx.current_rows);
     memory_.add(ctx.stream, current, logits, ctx.task, rng());
   }

@@ -165,18 +165,6 @@ std::shared_ptr<Stream> build_stream(const ExperimentSpec& spec, torch::Device d
   return stream;
 }
 
-/// Fresh models of the run's architecture. The first call draws the run's initial weights from
-/// the model-init seed; later calls (teachers, anchors) use the global generator, whose state
-/// is checkpointed, and are overwritten by their owners anyway.
-ModelFactory model_factory(const ExperimentSpec& spec, const Stream& stream, torch::Device device) {
-  return [&spec, &stream, device] {
-    auto model = std::make_shared<Classifier>(spec.backbone.build(stream.input_shape), stream.num_classes);
-    initialize(*model, spec.backbone_common.init);
-    model->to(device);
-    return std::shared_ptr<Model>(model);
-  };
-}
-
 /// metrics.json: the matrices, the named metrics and everything needed to reproduce them.
 struct MetricsReport {
   const ExperimentSpec& spec;
@@ -258,6 +246,18 @@ void log_summary(const nlohmann::json& final_metrics, const RunState& state, con
 }
 
 }  // namespace
+
+ModelFactory model_factory(const ExperimentSpec& spec, const Stream& stream, torch::Device device) {
+  // The first call draws the run's initial weights from the model-init seed; later calls
+  // (teachers, anchors) use the global generator, whose state is checkpointed, and are
+  // overwritten by their owners anyway.
+  return [&spec, &stream, device] {
+    auto model = std::make_shared<Classifier>(spec.backbone.build(stream.input_shape), stream.num_classes);
+    initialize(*model, spec.backbone_common.init);
+    model->to(device);
+    return std::shared_ptr<Model>(model);
+  };
+}
 
 RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) {
   const auto run_start = Clock::now();

@@ -189,9 +189,8 @@ StepContext& Trainer::merge_micro_batches(std::vector<StepContext>& micro) const
   std::vector<Batch> batches;
   std::vector<torch::Tensor> outputs, losses;
   for (StepContext& m : micro) {
-    torch::Tensor rows = torch::arange(m.current_rows, m.batch.targets.options().dtype(torch::kInt64));
-    batches.push_back(m.batch.select(rows));
-    outputs.push_back(m.output.detach().index_select(0, rows));
+    batches.push_back(m.batch.head(m.current_rows));
+    outputs.push_back(m.output.detach().narrow(0, 0, m.current_rows));
     losses.push_back(m.loss.detach());
   }
   StepContext& merged = micro.back();

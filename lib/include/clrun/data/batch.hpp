@@ -20,6 +20,8 @@ struct Batch {
   std::map<std::string, torch::Tensor> extra;  ///< anything else (attention masks, stored logits, ...)
 
   int64_t size() const { return targets.defined() ? targets.size(0) : 0; }
+  /// The first `n` rows of every defined field, as views (no copy).
+  Batch head(int64_t n) const;
   /// The rows at `positions` of every defined field.
   Batch select(const torch::Tensor& positions) const;
   /// Rows of `parts` one after the other. A field is kept only if every part defines it, except

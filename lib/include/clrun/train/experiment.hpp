@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "clrun/config/spec.hpp"
+#include "clrun/models/model.hpp"
+#include "clrun/streams/stream.hpp"
 
 namespace clrun {
 
@@ -31,6 +33,10 @@ struct RunResult {
 /// `{output.dir}/{name}_seed{seed}_{hash}`: the hash of the resolved config keeps sweeps over
 /// --set values apart and makes re-running the same command find the same directory.
 std::string default_run_dir(const ExperimentSpec& spec);
+
+/// Fresh models of the spec's architecture for `stream`, initialised by backbone.init, on
+/// `device` (the run's model, and the copies strategies ask for). Keeps references to both.
+ModelFactory model_factory(const ExperimentSpec& spec, const Stream& stream, torch::Device device);
 
 /// Runs (or resumes) the experiment. Throws InputError for bad input (including a run
 /// directory that already holds a run and neither --resume nor --overwrite), Interrupted after Ctrl-C once
