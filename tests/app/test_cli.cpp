@@ -1,9 +1,14 @@
 // apps/clrun: the command line as a user meets it: exit codes, single-line errors, subcommands.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 
 #include "clrun/io/atomic.hpp"
 #include "clrun/train/experiment.hpp"
@@ -21,6 +26,38 @@ Result run_cli(const test::TempDir& dir, const std::string& args) {
   std::string cmd = std::string(CLRUN_BINARY) + " " + args + " >" + (dir / "stdout") + " 2>" + (dir / "stderr");
   int status = std::system(cmd.c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(dir / "stdout"), read_file(dir / "stderr")};
+}
+
+/// Starts the binary with `args` in the background (stdout/stderr to files in `dir`).
+pid_t start_cli(const test::TempDir& dir, const std::vector<std::string>& args) {
+  std::vector<std::string> all = {CLRUN_BINARY};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::string out = dir / "bg_stdout", err = dir / "bg_stderr";
+  pid_t pid = fork();
+  if (pid == 0) {
+    int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(o, 1);
+    dup2(e, 2);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+/// Waits up to `seconds` for `pid`; returns its wait status, or kills it and returns -1.
+int wait_for(pid_t pid, double seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  int status = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (waitpid(pid, &status, WNOHANG) == pid) return status;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  return -1;
 }
 }  // namespace
 
@@ -99,5 +136,56 @@ TEST_CASE("the CLI: exit codes and messages", "[app][cli]") {
     for (const char* word : {"split", "permuted", "rotated", "fashion-mnist", "mlp", "cnn", "finetune", "joint",
                              "cumulative", "sgd", "adamw", "cosine"})
       CHECK_THAT(r.out, Catch::Contains(word));
+  }
+}
+
+TEST_CASE("the CLI: Ctrl-C exits 130 and marks the run interrupted; divergence exits 1", "[app][cli][exit_codes]") {
+  test::TempDir dir("cli_exit");
+  test::write_tiny_mnist(dir.path());
+  write_file_atomic(dir / "exp.yaml", test::tiny_config(dir.path()));
+  const std::string config = dir / "exp.yaml";
+
+  SECTION("SIGINT during training: exit 130, status interrupted") {
+    const std::string run = dir / "run";
+    // far more steps than the test waits for: only the interruption ends this run in time
+    pid_t pid = start_cli(dir, {config, "--out", run, "--set", "train.iterations=10000000"});
+    REQUIRE(pid > 0);
+    // log.txt appears inside the run, after the handler is installed
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!std::filesystem::exists(run + "/log.txt") && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // into training
+    kill(pid, SIGINT);
+    int status = wait_for(pid, 60);
+    INFO(read_file(dir / "bg_stderr"));
+    REQUIRE(status != -1);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 130);
+    auto m = nlohmann::json::parse(read_file(run + "/metrics.json"));
+    CHECK(m["status"] == "interrupted");
+    CHECK(m["tasks_completed"] == 0);
+    CHECK_THAT(read_file(dir / "bg_stderr"), Catch::Contains("--resume"));
+  }
+  SECTION("a diverging run exits 1 with status diverged") {
+    Result r = run_cli(dir, config + " --out " + (dir / "div") + " --set train.optimizer.lr=1.0e+30");
+    CHECK(r.code == 1);
+    CHECK_THAT(r.err, Catch::Contains("diverged"));
+    auto m = nlohmann::json::parse(read_file(dir / "div/metrics.json"));
+    CHECK(m["status"] == "diverged");
+    CHECK(m["diverged_at"]["task"] == 0);
+  }
+  SECTION("--set values pick the run directory: one per value, the same for the same value") {
+    auto run_dir = [&](const std::string& sets) {
+      Result r = run_cli(dir, "validate " + config + " --run-dir " + sets);
+      CHECK(r.code == 0);
+      return r.out;
+    };
+    const std::string a = run_dir("--set train.optimizer.lr=0.1"), b = run_dir("--set train.optimizer.lr=0.2");
+    CHECK_THAT(a, Catch::StartsWith("results/runs/tiny_seed3_"));
+    CHECK(a != b);
+    // the same values give the same directory in another process (here: this one)
+    CHECK(a == default_run_dir(load_spec(config, {parse_override("train.optimizer.lr=0.1")})) + "\n");
+    CHECK(b == default_run_dir(load_spec(config, {parse_override("train.optimizer.lr=0.2")})) + "\n");
+    // (the finer rules, over the resolved config, are tested on default_run_dir in tests/io)
   }
 }

@@ -153,3 +153,140 @@ TEST_CASE("a diverging run stops with status diverged, keeps what it wrote and e
   CHECK(std::filesystem::exists(dir / "run/config.json"));
   spdlog::set_level(spdlog::level::info);
 }
+
+namespace {
+/// Names of the files under `dir`/checkpoints, sorted.
+std::vector<std::string> checkpoint_files(const std::string& run_dir) {
+  std::vector<std::string> out;
+  if (!std::filesystem::exists(run_dir + "/checkpoints")) return out;
+  for (const auto& e : std::filesystem::directory_iterator(run_dir + "/checkpoints")) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+}  // namespace
+
+TEST_CASE("checkpoints: every_task keeps all, last keeps only the newest, none writes none", "[io][run][checkpoints]") {
+  spdlog::set_level(spdlog::level::warn);
+  test::TempDir dir("checkpoints");
+  test::write_tiny_mnist(dir.path());
+  auto run = [&](const std::string& mode) {
+    ExperimentSpec spec = tiny_spec(dir.path(), {parse_override("output.checkpoints=" + mode), parse_override("train.epochs=1")});
+    RunOptions options;
+    options.out_dir = dir / mode;
+    RunResult r = run_experiment(spec, options);
+    CHECK(r.metrics["status"] == "complete");
+    return r.run_dir;
+  };
+  SECTION("every_task") {
+    std::string run_dir = run("every_task");
+    CHECK(checkpoint_files(run_dir) == std::vector<std::string>{"latest", "task_000.pt", "task_001.pt", "task_002.pt"});
+    CHECK(RunDir(run_dir).latest_checkpoint() == 2);
+  }
+  SECTION("last") {
+    std::string run_dir = run("last");
+    CHECK(checkpoint_files(run_dir) == std::vector<std::string>{"latest", "task_002.pt"});
+    CHECK(RunDir(run_dir).latest_checkpoint() == 2);
+  }
+  SECTION("none") {
+    std::string run_dir = run("none");
+    for (const std::string& f : checkpoint_files(run_dir)) {
+      INFO(f);
+      CHECK(f.find(".pt") == std::string::npos);
+    }
+    CHECK_FALSE(RunDir(run_dir).latest_checkpoint());
+    CHECK(std::filesystem::exists(run_dir + "/metrics.json"));
+  }
+}
+
+TEST_CASE("checkpoints: last still resumes an interrupted run to the same numbers", "[io][run][checkpoints][resume]") {
+  spdlog::set_level(spdlog::level::err);
+  test::TempDir dir("checkpoints_last_resume");
+  test::write_tiny_mnist(dir.path());
+  ExperimentSpec spec = tiny_spec(dir.path(), {parse_override("output.checkpoints=last")});
+  auto [expected, resumed] = test::run_interrupted_and_resumed(spec, dir.path(), 2, 1);
+  CHECK(resumed["accuracy"]["correct"] == expected["accuracy"]["correct"]);
+  CHECK(resumed["per_task"][2]["mean_loss"] == expected["per_task"][2]["mean_loss"]);
+  CHECK(checkpoint_files(dir / "resumed") == std::vector<std::string>{"latest", "task_002.pt"});
+}
+
+TEST_CASE("resuming a complete run retrains nothing and keeps its numbers", "[io][run][resume]") {
+  spdlog::set_level(spdlog::level::warn);
+  test::TempDir dir("resume_complete");
+  test::write_tiny_mnist(dir.path());
+  ExperimentSpec spec = tiny_spec(dir.path(), {parse_override("train.epochs=1")});
+  RunOptions options;
+  options.out_dir = dir / "run";
+  nlohmann::json first = run_experiment(spec, options).metrics;
+  const auto stamp = std::filesystem::last_write_time(dir / "run/checkpoints/task_002.pt");
+
+  options.resume = true;
+  int64_t steps = 0;
+  options.on_step = [&steps](int, int64_t) { ++steps; };
+  nlohmann::json again = run_experiment(spec, options).metrics;
+  CHECK(steps == 0);
+  CHECK(again["status"] == "complete");
+  CHECK(again["tasks_completed"] == 3);
+  CHECK(again["accuracy"] == first["accuracy"]);
+  CHECK(again["task_aware_accuracy"] == first["task_aware_accuracy"]);
+  CHECK(again["metrics"] == first["metrics"]);
+  CHECK(again["per_task"] == first["per_task"]);
+  CHECK(again["strategy_hooks"]["calls"] == first["strategy_hooks"]["calls"]);
+  CHECK(again["timing"]["train_seconds"] == first["timing"]["train_seconds"]);
+  CHECK(std::filesystem::last_write_time(dir / "run/checkpoints/task_002.pt") == stamp);
+  CHECK(RunDir(options.out_dir).read_json("metrics.json")->at("accuracy") == first["accuracy"]);
+}
+
+TEST_CASE("an interruption during task 0 resumes to the same numbers as an uninterrupted run", "[io][run][resume]") {
+  spdlog::set_level(spdlog::level::err);
+  test::TempDir dir("resume_task0");
+  test::write_tiny_mnist(dir.path());
+  ExperimentSpec spec = tiny_spec(dir.path(), {parse_override("backbone.dropout=0.2")});
+  RunOptions straight;
+  straight.out_dir = dir / "straight";
+  nlohmann::json expected = run_experiment(spec, straight).metrics;
+
+  RunOptions first;
+  first.out_dir = dir / "resumed";
+  first.on_step = [](int task, int64_t step) {
+    if (task == 0 && step == 2) request_interrupt();
+  };
+  CHECK_THROWS_AS(run_experiment(spec, first), Interrupted);
+  clear_interrupt();
+  auto partial = RunDir(first.out_dir).read_json("metrics.json");
+  REQUIRE(partial);
+  CHECK((*partial)["status"] == "interrupted");
+  CHECK((*partial)["tasks_completed"] == 0);
+
+  RunOptions again;
+  again.out_dir = first.out_dir;
+  again.resume = true;
+  nlohmann::json resumed = run_experiment(spec, again).metrics;
+  CHECK(resumed["status"] == "complete");
+  CHECK(resumed["accuracy"]["correct"] == expected["accuracy"]["correct"]);
+  CHECK(resumed["accuracy"]["random_init"] == expected["accuracy"]["random_init"]);
+  CHECK(resumed["task_aware_accuracy"]["correct"] == expected["task_aware_accuracy"]["correct"]);
+  CHECK(resumed["metrics"] == expected["metrics"]);
+  for (int t = 0; t < 3; ++t) CHECK(resumed["per_task"][t]["mean_loss"] == expected["per_task"][t]["mean_loss"]);
+  CHECK(resumed["per_task"][0]["steps"] == expected["per_task"][0]["steps"]);
+}
+
+TEST_CASE("the run directory: one per resolved config, the same for the same values", "[io][run][run_dir]") {
+  test::TempDir dir("run_dirs");
+  auto run_dir = [&](const std::vector<std::string>& sets) {
+    std::vector<Override> o;
+    for (const auto& s : sets) o.push_back(parse_override(s));
+    return default_run_dir(tiny_spec(dir.path(), o));
+  };
+  const std::string lr1 = run_dir({"train.optimizer.lr=0.1"});
+  CHECK(lr1 == run_dir({"train.optimizer.lr=0.1"}));
+  CHECK(lr1 == run_dir({"train.optimizer.lr=0.10"}));  // the resolved value, not the text
+  CHECK(lr1 != run_dir({"train.optimizer.lr=0.2"}));
+  CHECK(lr1 != run_dir({"train.optimizer.lr=0.1", "train.epochs=3"}));
+  CHECK(run_dir({}) == run_dir({"train.optimizer.lr=0.05"}));  // 0.05 is tiny_config's own value
+  CHECK(run_dir({}) != run_dir({"backbone.hidden=[16]"}));
+  CHECK(run_dir({}) != run_dir({"seed=4"}));
+  CHECK_THAT(run_dir({"seed=4"}), Catch::Contains("tiny_seed4_"));
+  // where the runs go does not change what the run is: same name under another output.dir
+  const std::string a = run_dir({"output.dir=" + (dir / "a")}), b = run_dir({"output.dir=" + (dir / "b")});
+  CHECK(a == dir / ("a/" + std::filesystem::path(b).filename().string()));
+}

@@ -1,6 +1,7 @@
 // strategies/: every hook is reached in the documented order; every registered strategy runs.
 #include <catch2/catch.hpp>
 
+#include <map>
 #include <numeric>
 
 #include <spdlog/spdlog.h>
@@ -86,20 +87,142 @@ TEST_CASE("the trainer reaches every hook, in order", "[strategies][hooks]") {
   CHECK(stats.steps == 2 * ((40 + 15) / 16));  // 2 epochs of 40 samples in batches of 16, last kept
 }
 
-TEST_CASE("every registered strategy completes a one-epoch run", "[strategies][smoke]") {
+namespace {
+/// Every registered strategy, run once on the tiny stream (3 tasks of 2 classes, 2 epochs each).
+const std::map<std::string, nlohmann::json>& smoke_runs() {
+  static std::map<std::string, nlohmann::json> runs;
+  if (!runs.empty()) return runs;
   spdlog::set_level(spdlog::level::warn);
   test::TempDir dir("smoke");
   test::write_tiny_mnist(dir.path());
+  std::map<std::string, nlohmann::json> done;
   for (const std::string& name : registries().strategies.names()) {
-    INFO(name);
-    ExperimentSpec spec = parse_spec(test::tiny_config(dir.path()), "tiny.yaml",
-                                     {parse_override("strategy.name=" + name), parse_override("train.epochs=1")});
+    ExperimentSpec spec = parse_spec(test::tiny_config(dir.path()), "tiny.yaml", {parse_override("strategy.name=" + name)});
     RunOptions options;
     options.out_dir = dir / ("run_" + name);
-    RunResult r = run_experiment(spec, options);
-    CHECK(r.metrics.at("status") == "complete");
-    CHECK(r.metrics.at("accuracy").at("matrix").size() == 3);
-    CHECK(r.metrics.at("per_task").size() == 3);
+    done[name] = run_experiment(spec, options).metrics;
+  }
+  runs = std::move(done);
+  return runs;
+}
+double acc(const nlohmann::json& matrix, int t, int i) { return matrix.at(t).at(i).get<double>(); }
+}  // namespace
+
+TEST_CASE("every registered strategy runs, learns and leaves its own traces", "[strategies][smoke]") {
+  const auto& runs = smoke_runs();
+  REQUIRE(runs.size() >= 11);
+  for (const auto& [name, m] : runs) {
+    INFO(name);
+    CHECK(m.at("status") == "complete");
+    const auto& R = m.at("accuracy").at("matrix");
+    const auto& init = m.at("accuracy").at("random_init");
+    REQUIRE(R.size() == 3);
+    const auto& per_task = m.at("per_task");
+    REQUIRE(per_task.size() == 3);
+    int64_t steps = 0, samples = 0;
+    for (int t = 0; t < 3; ++t) {
+      INFO("task " << t);
+      steps += per_task[t].at("steps").get<int64_t>();
+      samples += per_task[t].at("samples").get<int64_t>();
+      CHECK(std::isfinite(per_task[t].at("mean_loss").get<double>()));
+      for (const auto& [term, value] : per_task[t].at("loss_terms").items()) {
+        INFO(term);
+        CHECK(std::isfinite(value.get<double>()));
+      }
+    }
+    // the hooks ran once per optimizer step; evaluation: (1 + 3 rows) x 3 tasks, one batch each
+    const auto& calls = m.at("strategy_hooks").at("calls");
+    CHECK(calls.at("after_step").get<int64_t>() == steps);
+    CHECK(calls.at("before_forward").get<int64_t>() == steps);
+    CHECK(calls.at("eval_logits") == 12);
+    CHECK(calls.at("before_task") == 3);
+
+    if (name == "joint") {
+      // trains once, at the last task: earlier rows are the untrained model's
+      CHECK(per_task[0].at("steps") == 0);
+      CHECK(R[0] == init);
+      for (int i = 0; i < 3; ++i) CHECK(acc(R, 2, i) >= 90.0);
+      continue;
+    }
+    // Learned: the untrained model scores tasks 1 and 2 (over 4 and 6 classes) near 0 here;
+    // after training each task, it is right on nearly all of the task just learned.
+    CHECK(acc(R, 0, 0) >= 90.0);
+    if (name != "migu") {  // MIGU updates only the largest rows: new classes learn slowly
+      for (int t = 1; t < 3; ++t) {
+        INFO("task " << t);
+        CHECK(acc(R, t, t) >= 90.0);
+        CHECK(acc(R, t, t) >= init[t].get<double>() + 40.0);
+      }
+    }
+    // rows trained on: 2 epochs of each task's 40 (cumulative: of tasks 0..t), plus memory rows
+    const bool replays = name == "replay" || name == "der" || name == "derpp";
+    if (replays) CHECK(samples > 3 * 2 * 40);
+    else CHECK(samples == (name == "cumulative" ? 2 * (40 + 80 + 120) : 3 * 2 * 40));
+  }
+}
+
+TEST_CASE("strategy-specific state and loss terms in metrics.json", "[strategies][smoke]") {
+  const auto& runs = smoke_runs();
+  auto terms = [&](const std::string& name, int task) -> const nlohmann::json& {
+    return runs.at(name).at("per_task").at(task).at("loss_terms");
+  };
+  auto state = [&](const std::string& name) -> const nlohmann::json& { return runs.at(name).at("strategy_state"); };
+  // distillation / logit-matching terms: present from the task after the first, positive
+  for (int t : {1, 2}) {
+    INFO("task " << t);
+    CHECK(terms("lwf", t).value("lwf", 0.0) > 0);
+    CHECK(terms("der", t).value("der_mse", 0.0) > 0);
+    CHECK(terms("derpp", t).value("der_mse", 0.0) > 0);
+  }
+  CHECK_FALSE(terms("lwf", 0).contains("lwf"));  // no teacher before the first task ends
+  for (const std::string name : {"finetune", "joint", "cumulative", "replay", "agem"}) {
+    INFO(name);
+    for (int t = 0; t < 3; ++t) CHECK(terms(name, t).empty());
+  }
+  // memories: every current row offered (2 epochs x 3 tasks x 40), all kept (capacity 500)
+  for (const std::string name : {"replay", "der", "derpp", "agem"}) {
+    INFO(name);
+    const auto& memory = state(name).at("memory");
+    CHECK(memory.at("seen") == 240);
+    CHECK(memory.at("size") == 240);
+    CHECK(memory.at("per_class") == nlohmann::json({40, 40, 40, 40, 40, 40}));
+  }
+  // EWC: one Fisher per task, not zero
+  const auto& fisher = state("ewc").at("fisher_per_task");
+  REQUIRE(fisher.size() == 3);
+  for (const auto& f : fisher) {
+    CHECK(f.at("mean").get<double>() > 0);
+    CHECK(f.at("max").get<double>() >= f.at("mean").get<double>());
+  }
+  // SI: a non-zero importance
+  CHECK(state("si").at("mean_big_omega").get<double>() > 0);
+  // MIGU: unmasked first task, masked later ones, only a fraction of the rows updated
+  const auto& migu = state("migu").at("per_task");
+  REQUIRE(migu.size() == 3);
+  CHECK(migu[0].at("layers").at("backbone.fc0").at("masked") == false);
+  for (int t : {1, 2}) {
+    INFO("task " << t);
+    const auto& fc0 = migu[t].at("layers").at("backbone.fc0");
+    CHECK(fc0.at("masked") == true);
+    CHECK(fc0.at("updated_fraction").get<double>() > 0);
+    CHECK(fc0.at("updated_fraction").get<double>() < 0.5);
+  }
+}
+
+// BUG: EWC and SI add their penalty with ctx.add_loss in after_backward (their gradient is
+// written directly), but the Trainer has already summed the step's terms and loss into the
+// task's totals by then (Trainer::step), so metrics.json's per_task loss_terms never holds
+// "ewc" or "si" and mean_loss leaves the penalty out, contrary to StepContext::add_loss's
+// contract ("its mean per task goes to metrics.json").
+TEST_CASE("EWC's and SI's penalties appear in metrics.json's loss terms", "[strategies][smoke][!mayfail]") {
+  const auto& runs = smoke_runs();
+  for (const std::string name : {"ewc", "si"}) {
+    INFO(name);
+    for (int t : {1, 2}) {
+      INFO("task " << t);
+      const auto& terms = runs.at(name).at("per_task").at(t).at("loss_terms");
+      CHECK(terms.value(name, 0.0) > 0);
+    }
   }
 }
 
@@ -164,4 +287,84 @@ TEST_CASE("cumulative on a domain stream gives each sample its own task's transf
   TaskStats stats = trainer.train_task(2);
   CHECK(stats.samples == 3 * 200);
   CHECK(check.matched == stats.samples);
+}
+
+namespace {
+/// A tiny stream and a fresh model, for driving a test-local strategy through Trainer and Evaluator.
+struct HookRig {
+  test::TempDir dir{"hook_edits"};
+  ExperimentSpec spec;
+  std::shared_ptr<Stream> stream;
+  std::shared_ptr<Classifier> model;
+  HookRig() {
+    test::write_tiny_mnist(dir.path());
+    spec = parse_spec(test::tiny_config(dir.path()), "tiny.yaml");
+    stream = spec.stream.build(spec.dataset.build(), spec.seed);
+    torch::manual_seed(7);
+    model = std::make_shared<Classifier>(spec.backbone.build(stream->input_shape), stream->num_classes);
+  }
+  TaskStats train(Strategy& strategy, int task) {
+    return Trainer(spec, *stream, model, strategy, test::model_factory(spec, *stream)).train_task(task);
+  }
+};
+}  // namespace
+
+TEST_CASE("before_forward edits are what the step trains on", "[strategies][hooks][edits]") {
+  SECTION("zeroed inputs: the first layer's weights get no gradient and nothing is learned") {
+    struct ZeroInputs : Strategy {
+      void on_before_forward(StepContext& ctx) override { ctx.batch.inputs = torch::zeros_like(ctx.batch.inputs); }
+    };
+    HookRig plain_rig, zero_rig;
+    auto fc0 = [](Classifier& m) { return m.named_parameters()["backbone.fc0.weight"].detach().clone(); };
+    const torch::Tensor plain_before = fc0(*plain_rig.model), zero_before = fc0(*zero_rig.model);
+    REQUIRE(plain_before.equal(zero_before));  // same initial weights
+    Strategy plain;
+    ZeroInputs zero;
+    plain_rig.train(plain, 0);
+    zero_rig.train(zero, 0);
+    TaskStats learned = plain_rig.train(plain, 0);  // the same task again: the loss of a learned task
+    TaskStats blind = zero_rig.train(zero, 0);
+    CHECK_FALSE(fc0(*plain_rig.model).equal(plain_before));
+    CHECK(fc0(*zero_rig.model).equal(zero_before));  // dL/dW = g^T x = 0 for x = 0
+    // every input looks the same: the loss cannot go below the two-class entropy by much
+    CHECK(learned.mean_loss < 0.5);
+    CHECK(blind.mean_loss > 0.6);
+  }
+  SECTION("replaced targets: a model taught 'always class 0' scores exactly class 0's half of task 0") {
+    struct AllZero : Strategy {
+      void on_before_forward(StepContext& ctx) override { ctx.batch.targets = torch::zeros_like(ctx.batch.targets); }
+    };
+    HookRig rig;
+    AllZero strategy;
+    rig.train(strategy, 0);
+    rig.train(strategy, 0);
+    Strategy plain;
+    EvalRow row = Evaluator(*rig.stream, plain, 64, true).evaluate(*rig.model, 0);
+    CHECK(row.correct[0] == 10);  // the 10 test rows of class 0, none of class 1
+    CHECK(row.correct_task_aware[0] == 10);
+  }
+}
+
+TEST_CASE("eval_logits edits are what the evaluator scores", "[strategies][hooks][edits]") {
+  HookRig rig;
+  Strategy plain;
+  rig.train(plain, 0);
+  rig.train(plain, 1);
+  EvalRow honest = Evaluator(*rig.stream, plain, 64, true).evaluate(*rig.model, 1);
+  REQUIRE(honest.correct[1] > 10);  // task 1 was just learned
+  // a large constant on class 3 (task 1): every row of tasks 0..1 scored over classes 0..3 is
+  // predicted 3, and task 1 task-aware too; task 2's rows are scored over 0..5, so also 3
+  struct Push : Strategy {
+    int64_t seen_trained = -2;
+    torch::Tensor on_eval_logits(const EvalContext& ctx, torch::Tensor logits) override {
+      seen_trained = ctx.trained_task;
+      return logits.index_add(1, torch::tensor({int64_t{3}}), torch::full({logits.size(0), 1}, 1e6));
+    }
+  } push;
+  EvalRow pushed = Evaluator(*rig.stream, push, 64, true).evaluate(*rig.model, 1);
+  CHECK(push.seen_trained == 1);
+  CHECK(pushed.correct == std::vector<int64_t>{0, 10, 0});
+  // task-aware: task 0's mask removes class 3 (unchanged), task 1's keeps it (only class 3 right)
+  CHECK(pushed.correct_task_aware[0] == honest.correct_task_aware[0]);
+  CHECK(pushed.correct_task_aware[1] == 10);
 }

@@ -36,21 +36,60 @@ struct Fixture {
                            {parse_override("stream.dataset={name: mnist, root: " + dir.path() + "}")});
     return spec.stream.build(spec.dataset.build(), seed);
   }
+  std::shared_ptr<const Dataset> build_dataset() {
+    auto spec = parse_spec("{}", "x.yaml", {parse_override("stream.dataset={name: mnist, root: " + dir.path() + "}")});
+    return spec.dataset.build();
+  }
 };
 }  // namespace
 
 TEST_CASE("split streams: base session, increments, remainder, remapped labels", "[streams][split]") {
   Fixture f;
-  auto s = f.build("{name: split, base_classes: 4, increment: 3, class_order: [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]}");
+  // A class order that is not its own inverse (order[order[k]] != k for most k), so a label
+  // mapping applied in the wrong direction (new = order[orig] instead of new = order.index(orig))
+  // gives other classes to the tasks and other targets.
+  const std::vector<int64_t> order = {7, 2, 9, 0, 5, 8, 1, 4, 3, 6};
+  std::vector<int64_t> position(10);
+  for (int64_t k = 0; k < 10; ++k) position[order[k]] = k;
+  REQUIRE(position != order);
+  auto s = f.build("{name: split, base_classes: 4, increment: 3, class_order: [7, 2, 9, 0, 5, 8, 1, 4, 3, 6]}");
   REQUIRE(s->num_tasks() == 3);  // 4 + 3 + 3
   CHECK(s->tasks[0].classes == std::vector<int64_t>{0, 1, 2, 3});
+  CHECK(s->tasks[1].classes == std::vector<int64_t>{4, 5, 6});
   CHECK(s->tasks[2].classes == std::vector<int64_t>{7, 8, 9});
-  CHECK(s->class_order.front() == 9);
+  CHECK(s->class_order == order);
   CHECK(s->tasks[0].train_rows.size(0) == 4 * 6);
   CHECK(s->tasks[1].test_rows.size(0) == 3 * 3);
-  // label id k is original class order[k]: row with original label 9 now has label 0
-  torch::Tensor rows = s->tasks[0].train_rows;
-  CHECK(s->train.labels.index_select(0, rows).lt(4).all().item<bool>());
+  // Which original classes each task holds: task 0 = original 7, 2, 9, 0; task 1 = 5, 8, 1;
+  // task 2 = 4, 3, 6. The original class of a row is read from the data set before remapping.
+  auto data = f.build_dataset();
+  const std::vector<std::vector<int64_t>> originals = {{0, 2, 7, 9}, {1, 5, 8}, {3, 4, 6}};
+  for (const Split* split : {&s->train, &s->test}) {
+    const bool is_train = split == &s->train;
+    const Split& raw = is_train ? data->train : data->test;
+    for (int t = 0; t < 3; ++t) {
+      INFO("task " << t << (is_train ? " train" : " test"));
+      torch::Tensor rows = is_train ? s->tasks[t].train_rows : s->tasks[t].test_rows;
+      torch::Tensor orig = std::get<0>(torch::_unique(raw.labels.index_select(0, rows)));
+      std::vector<int64_t> got(orig.data_ptr<int64_t>(), orig.data_ptr<int64_t>() + orig.numel());
+      CHECK(got == originals[t]);
+      // and every row's target is the position of its original class in the order
+      for (int64_t i = 0; i < rows.size(0); ++i) {
+        const int64_t r = rows[i].item<int64_t>();
+        const int64_t o = raw.labels[r].item<int64_t>();
+        CHECK(split->labels[r].item<int64_t>() == position[o]);
+      }
+    }
+  }
+  // the tiny data's class c has its bright bar at row c + 1: label id k's images have it at row order[k] + 1
+  for (int64_t k : {0, 1, 4, 8}) {
+    INFO("label id " << k);
+    torch::Tensor rows = s->train.labels.eq(k).nonzero().view(-1);
+    REQUIRE(rows.size(0) == 6);
+    torch::Tensor bar = s->train.images.index_select(0, rows).select(1, 0).select(1, order[k] + 1);
+    CHECK(bar.eq(220).all().item<bool>());
+  }
+  CHECK(s->class_names[0] == data->class_names[7]);
 
   auto rem = f.build("{name: split, increment: 4}");
   REQUIRE(rem->num_tasks() == 3);
@@ -94,11 +133,35 @@ TEST_CASE("rotated streams rotate by the task's angle", "[streams][rotated]") {
   torch::Tensor rows = torch::arange(3, torch::kInt64);
   torch::Tensor x0 = s->inputs(s->train, rows, s->tasks[0]);
   torch::Tensor x90 = s->inputs(s->train, rows, s->tasks[1]);
-  // 90 degrees on an even-sized grid maps pixels onto pixels exactly: compare with rot90
-  bool matches = torch::allclose(x90, torch::rot90(x0, 1, {2, 3}), 1e-4, 1e-4) ||
-                 torch::allclose(x90, torch::rot90(x0, -1, {2, 3}), 1e-4, 1e-4);
-  CHECK(matches);
+  // 90 degrees on an even-sized grid maps pixels onto pixels exactly. The convention (the spec
+  // names none) is the implementation's: positive angles turn the image counter-clockwise as
+  // displayed (row 0 at the top), as torchvision's rotate and torch.rot90(x, 1, {H, W}) do.
+  CHECK(torch::allclose(x90, torch::rot90(x0, 1, {2, 3}), 1e-4, 1e-4));
+  CHECK_FALSE(torch::allclose(x90, torch::rot90(x0, -1, {2, 3}), 1e-4, 1e-4));
   CHECK_THROWS_WITH(f.build("{name: rotated, num_tasks: 3, angles: [0, 90]}"), Catch::Contains("stream.angles: has 2 angles"));
+}
+
+TEST_CASE("rotation direction: a single bright pixel lands where a counter-clockwise turn puts it", "[streams][rotated]") {
+  Fixture f;
+  // default angles: t * max_angle / num_tasks = 0, 90, 180, 270
+  auto s = f.build("{name: rotated, num_tasks: 4, max_angle: 360}");
+  // 12 x 12, one bright pixel at row 2, column 9 (upper right)
+  torch::Tensor raw = torch::zeros({1, 1, 12, 12}, torch::kUInt8);
+  raw[0][0][2][9] = 255;
+  const double bright = (1.0 - 0.1307) / 0.3081, dark = -0.1307 / 0.3081;
+  auto where = [&](int t) {
+    torch::Tensor x = s->prepare(raw, s->tasks[t])[0][0];
+    const int64_t at = x.argmax().item<int64_t>();
+    CHECK(x.max().item<double>() == Approx(bright).margin(1e-3));
+    // everything else stays black
+    CHECK(x.lt(dark + 1e-3).sum().item<int64_t>() == 143);
+    return std::make_pair(at / 12, at % 12);
+  };
+  CHECK(where(0) == std::make_pair<int64_t, int64_t>(2, 9));
+  // counter-clockwise by 90: upper right -> upper left (clockwise would give lower right, (9, 9))
+  CHECK(where(1) == std::make_pair<int64_t, int64_t>(2, 2));
+  CHECK(where(2) == std::make_pair<int64_t, int64_t>(9, 2));  // 180: lower left
+  CHECK(where(3) == std::make_pair<int64_t, int64_t>(9, 9));  // 270 counter-clockwise = 90 clockwise
 }
 
 TEST_CASE("a validation split is carved from the training data, stratified and fixed", "[streams][validation]") {
