@@ -16,8 +16,8 @@ std::string error_of(const std::string& yaml, const std::vector<Override>& overr
 }
 }  // namespace
 
-TEST_CASE("an empty config resolves to documented defaults", "[config]") {
-  ExperimentSpec s = parse_spec("", "configs/my_exp.yaml");
+TEST_CASE("an empty map resolves to documented defaults", "[config]") {
+  ExperimentSpec s = parse_spec("{}", "configs/my_exp.yaml");
   CHECK(s.name == "my_exp");
   CHECK(s.stream.name() == "split");
   CHECK(s.dataset.name() == "fashion-mnist");
@@ -42,7 +42,7 @@ TEST_CASE("overrides (--set) change values, create blocks and expand shorthands"
   CHECK(s.strategy.name() == "joint");
   CHECK(s.resolved().at("stream").at("class_order") == nlohmann::json({{"numpy_seed", 1993}}));
   CHECK_THROWS_WITH(parse_override("novalue"), Catch::Contains("expected key.path=value"));
-  CHECK_THAT(error_of("", {parse_override("train.epochs=0")}), Catch::StartsWith("--set train.epochs: 0 is out of range"));
+  CHECK_THAT(error_of("{}", {parse_override("train.epochs=0")}), Catch::StartsWith("--set train.epochs: 0 is out of range"));
 }
 
 TEST_CASE("spec errors", "[config]") {
@@ -70,4 +70,34 @@ TEST_CASE("the resolved config round-trips through YAML", "[config]") {
   nlohmann::json r = s.resolved();
   ExperimentSpec again = parse_spec(json_to_yaml(r), "config.yaml");
   CHECK(again.resolved() == r);
+}
+
+TEST_CASE("an empty config file is an error naming the file", "[config]") {
+  for (const char* text : {"", "\n\n", "# only a comment\n", "~"}) {
+    INFO(text);
+    CHECK(error_of(text).rfind("exp.yaml: the config is empty", 0) == 0);
+  }
+}
+
+TEST_CASE("a duplicated key is an error naming both lines", "[config]") {
+  CHECK(error_of("seed: 1\nstrategy: finetune\nseed: 2\n") ==
+        "exp.yaml:3:1: seed: duplicate key (first set at line 1); remove one of the two");
+  CHECK(error_of("train:\n  epochs: 1\n  optimizer: {name: sgd, lr: 0.1, lr: 0.2}\n") ==
+        "exp.yaml:3:35: train.optimizer.lr: duplicate key (first set at line 3); remove one of the two");
+  CHECK(error_of("stream: {name: split}\nbackbone: {hidden: [{a: 1, a: 2}]}\n")
+            .find("backbone.hidden[0].a: duplicate key") != std::string::npos);
+  CHECK(error_of("seed: 1\nname: x\n").empty());
+}
+
+TEST_CASE("non-finite and overflowing numbers are rejected for float parameters", "[config]") {
+  for (const char* v : {".inf", "-.inf", ".nan", ".NaN", ".Inf"}) {
+    INFO(v);
+    CHECK(error_of(std::string("train: {optimizer: {lr: ") + v + "}}") ==
+          std::string("exp.yaml:1:25: train.optimizer.lr: ") + v + " is not a finite number");
+  }
+  CHECK(error_of("train: {optimizer: {lr: 1e400}}").find("expected a number, got '1e400'") != std::string::npos);
+  CHECK(error_of("{}", {parse_override("train.optimizer.weight_decay=.nan")}) ==
+        "--set train.optimizer.weight_decay: .nan is not a finite number");
+  CHECK(error_of("train: {epochs: 99999999999999999999}").find("expected an integer") != std::string::npos);
+  CHECK(error_of("train: {optimizer: {lr: 1e-3}}").empty());
 }

@@ -209,12 +209,9 @@ TEST_CASE("strategy-specific state and loss terms in metrics.json", "[strategies
   }
 }
 
-// BUG: EWC and SI add their penalty with ctx.add_loss in after_backward (their gradient is
-// written directly), but the Trainer has already summed the step's terms and loss into the
-// task's totals by then (Trainer::step), so metrics.json's per_task loss_terms never holds
-// "ewc" or "si" and mean_loss leaves the penalty out, contrary to StepContext::add_loss's
-// contract ("its mean per task goes to metrics.json").
-TEST_CASE("EWC's and SI's penalties appear in metrics.json's loss terms", "[strategies][smoke][!mayfail]") {
+// EWC and SI add their penalty in after_backward (they write its gradient themselves): the
+// Trainer must still count it in the task's loss terms and mean loss.
+TEST_CASE("EWC's and SI's penalties appear in metrics.json's loss terms", "[strategies][smoke]") {
   const auto& runs = smoke_runs();
   for (const std::string name : {"ewc", "si"}) {
     INFO(name);

@@ -2,6 +2,7 @@
 #include "clrun/config/spec.hpp"
 
 #include <filesystem>
+#include <map>
 
 #include "clrun/io/atomic.hpp"
 
@@ -11,13 +12,43 @@ namespace {
 
 const std::vector<std::string> kBlocks = {"stream", "backbone", "strategy", "train", "eval", "output"};
 
-YAML::Node load_yaml(const std::string& text, const std::string& source_name) {
-  try {
-    return YAML::Load(text);
-  } catch (const YAML::ParserException& e) {
-    throw InputError(source_name + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
-                     ": YAML syntax error: " + e.msg);
+std::string position(const std::string& source_name, const YAML::Mark& mark) {
+  return source_name + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
+}
+
+/// yaml-cpp keeps one of two equal keys silently; a config that says two things must be an error.
+void reject_duplicate_keys(const YAML::Node& node, const std::string& source_name, const std::string& path) {
+  if (node.IsSequence()) {
+    for (std::size_t i = 0; i < node.size(); ++i)
+      reject_duplicate_keys(node[i], source_name, path + "[" + std::to_string(i) + "]");
+    return;
   }
+  if (!node.IsMap()) return;
+  std::map<std::string, YAML::Mark> seen;
+  for (const auto& kv : node) {
+    std::string key = kv.first.IsScalar() ? kv.first.Scalar() : YAML::Dump(kv.first);
+    std::string key_path = path.empty() ? key : path + "." + key;
+    auto [it, fresh] = seen.emplace(key, kv.first.Mark());
+    if (!fresh)
+      throw InputError(position(source_name, kv.first.Mark()) + ": " + key_path +
+                       ": duplicate key (first set at line " + std::to_string(it->second.line + 1) +
+                       "); remove one of the two");
+    reject_duplicate_keys(kv.second, source_name, key_path);
+  }
+}
+
+YAML::Node load_yaml(const std::string& text, const std::string& source_name) {
+  YAML::Node yaml;
+  try {
+    yaml = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw InputError(position(source_name, e.mark) + ": YAML syntax error: " + e.msg);
+  }
+  if (!yaml.IsDefined() || yaml.IsNull())
+    throw InputError(source_name + ": the config is empty; expected a map of keys such as " +
+                     "'strategy: finetune' (write '{}' to run every default)");
+  reject_duplicate_keys(yaml, source_name, "");
+  return yaml;
 }
 
 void apply_override(YAML::Node& root, const Override& o) {
@@ -88,7 +119,6 @@ Override parse_override(const std::string& text) {
 ExperimentSpec parse_spec(const std::string& yaml_text, const std::string& source_name,
                           const std::vector<Override>& overrides) {
   YAML::Node yaml = load_yaml(yaml_text, source_name);
-  if (!yaml.IsDefined() || yaml.IsNull()) yaml = YAML::Node(YAML::NodeType::Map);
   auto source = std::make_shared<ConfigSource>();
   source->file = source_name;
   if (!yaml.IsMap()) ConfigNode(yaml, "", source).fail("expected a map of keys at the top level");

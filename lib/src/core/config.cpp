@@ -88,6 +88,7 @@ std::string Check::describe() const {
 }
 
 std::string Check::violation(double x) const {
+  if (finite && !std::isfinite(x)) return "is not a finite number";
   bool low = min && (min_exclusive ? !(x > *min) : !(x >= *min));
   bool high = max && !(x <= *max);
   if (std::isnan(x) || low || high) return "is out of range: must be " + describe();

@@ -54,6 +54,7 @@ std::string find_file(const std::string& root, const std::string& stem, const La
 }
 
 Split read_split(const std::string& root, const char* images, const char* labels, const Layout& layout) {
+  const int64_t num_classes = static_cast<int64_t>(layout.class_names.size());
   std::string image_path = find_file(root, images, layout);
   std::string label_path = find_file(root, labels, layout);
   torch::Tensor x = read_idx(image_path);
@@ -62,6 +63,15 @@ Split read_split(const std::string& root, const char* images, const char* labels
   if (y.dim() != 1 || y.size(0) != x.size(0))
     throw InputError(label_path + ": expected " + std::to_string(x.size(0)) + " labels to match " + image_path);
   if (x.dim() == 3) x = x.unsqueeze(1);
+  // The data set declares its classes: a corrupted label must not silently grow the stream.
+  torch::Tensor bad = (y >= num_classes).nonzero();
+  if (bad.numel() > 0) {
+    int64_t row = bad[0][0].item<int64_t>();
+    throw InputError(label_path + ": label " + std::to_string(y[row].item<int64_t>()) + " at index " +
+                     std::to_string(row) + " is outside " + layout.name + "'s " +
+                     std::to_string(num_classes) + " classes (0.." + std::to_string(num_classes - 1) +
+                     "); the file is corrupt or belongs to another data set");
+  }
   return {x.contiguous(), y.to(torch::kInt64)};
 }
 
@@ -73,11 +83,8 @@ std::shared_ptr<Dataset> load(const MnistOptions<L>& o) {
   ds->name = layout.name;
   ds->train = read_split(root, kFiles[0], kFiles[1], layout);
   ds->test = read_split(root, kFiles[2], kFiles[3], layout);
-  ds->num_classes = std::max(ds->train.labels.max().item<int64_t>(), ds->test.labels.max().item<int64_t>()) + 1;
   ds->class_names = layout.class_names;
-  ds->class_names.resize(ds->num_classes);
-  for (int64_t c = static_cast<int64_t>(layout.class_names.size()); c < ds->num_classes; ++c)
-    ds->class_names[c] = std::to_string(c);
+  ds->num_classes = static_cast<int64_t>(ds->class_names.size());
   if (o.normalize) {
     ds->mean = {layout.mean};
     ds->std = {layout.std};

@@ -35,8 +35,10 @@ std::shared_ptr<Stream> build(const SplitOptions& o, const std::shared_ptr<const
   int64_t C = data->num_classes;
   int64_t first = o.base_classes > 0 ? o.base_classes : o.increment;
   if (first > C)
-    throw InputError("stream.base_classes: the first task needs " + std::to_string(first) +
-                     " classes but " + data->name + " has " + std::to_string(C));
+    throw InputError(std::string(o.base_classes > 0 ? "stream.base_classes: " : "stream.increment: ") +
+                     "the first task needs " + std::to_string(first) + " classes but " + data->name +
+                     " has " + std::to_string(C) +
+                     (o.base_classes > 0 ? "" : " (the first task has `increment` classes unless base_classes is set)"));
   // PyCIL convention: a remainder that does not fill a whole increment becomes a smaller last task.
   for (int64_t lo = 0, t = 0; lo < C; ++t) {
     int64_t hi = std::min(C, lo + (t == 0 ? first : o.increment));

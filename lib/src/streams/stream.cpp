@@ -103,6 +103,21 @@ std::vector<int64_t> Stream::classes_of(int first, int last) const {
   return out;
 }
 
+void Stream::check_tasks() const {
+  if (tasks.empty()) throw InputError("stream: the stream has no tasks");
+  for (const Task& t : tasks) {
+    const char* missing = t.train_rows.numel() == 0 ? "training"
+                          : t.test_rows.numel() == 0 ? (validation ? "validation" : "test")
+                                                      : nullptr;
+    if (!missing) continue;
+    std::string classes;
+    for (int64_t c : t.classes) classes += (classes.empty() ? "" : ", ") + class_names.at(c);
+    throw InputError("stream: task " + std::to_string(t.index) + " (classes: " + classes + ") has no " +
+                     missing + " samples in " + dataset +
+                     (validation ? "; stream.validation may be too small for its classes" : ""));
+  }
+}
+
 void Stream::carve_validation(double fraction) {
   at::Generator gen = make_generator(0, {seed_purpose::validation});
   torch::Tensor labels = train.labels.cpu();

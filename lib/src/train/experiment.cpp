@@ -132,15 +132,15 @@ namespace {
 /// Refuses to clobber a run; --overwrite deletes only what looks like a run directory. Returns
 /// the previous metrics.json when the run continues (--resume).
 std::optional<nlohmann::json> claim_run_dir(const RunDir& dir, const RunOptions& options, const nlohmann::json& resolved) {
-  std::optional<nlohmann::json> previous = dir.read_json("metrics.json");
-  if (options.resume && options.overwrite) throw InputError("--resume and --overwrite exclude each other");
-  if (options.overwrite && dir.exists()) {
-    if (!previous && !std::filesystem::exists(dir.file("config.json")) && !std::filesystem::is_empty(dir.path()))
+  if (options.overwrite) {
+    bool is_run = std::filesystem::exists(dir.file("metrics.json")) || std::filesystem::exists(dir.file("config.json"));
+    if (!is_run && !dir.empty_but_lock())
       throw InputError("--overwrite: " + dir.path() + " is not a clrun run directory (no metrics.json or "
                        "config.json); refusing to delete it");
-    std::filesystem::remove_all(dir.path());
-    previous.reset();
+    dir.clear();
+    return std::nullopt;
   }
+  std::optional<nlohmann::json> previous = dir.read_json("metrics.json");
   if (previous && !options.resume)
     throw InputError(dir.path() + " already holds a run (status: " + previous->value("status", "?") +
                      ", " + std::to_string(previous->value("tasks_completed", 0)) + " tasks done): pass --resume to "
@@ -153,6 +153,12 @@ std::optional<nlohmann::json> claim_run_dir(const RunDir& dir, const RunOptions&
         throw InputError("--resume: the config differs from the one " + dir.path() + " was started with:\n  " +
                          join(diffs, "\n  "));
     }
+    const int done = previous->value("tasks_completed", 0);
+    if (done > 0 && !dir.latest_checkpoint())
+      throw InputError("--resume: " + dir.path() + " has " + std::to_string(done) +
+                       " completed tasks but no checkpoint to continue from (output.checkpoints: " +
+                       resolved["output"].value("checkpoints", "?") +
+                       "); --overwrite reruns it from the start");
   }
   return previous;
 }
@@ -161,6 +167,7 @@ std::optional<nlohmann::json> claim_run_dir(const RunDir& dir, const RunOptions&
 std::shared_ptr<Stream> build_stream(const ExperimentSpec& spec, torch::Device device) {
   std::shared_ptr<Stream> stream = spec.stream.build(spec.dataset.build(), spec.seed);
   if (spec.stream_common.validation > 0) stream->carve_validation(spec.stream_common.validation);
+  stream->check_tasks();
   stream->to(device);
   return stream;
 }
@@ -269,7 +276,11 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
   const torch::Device device = resolve_device(spec.device, "device");
   torch::manual_seed(spec.seed);
   std::shared_ptr<Stream> stream = build_stream(spec, device);
+  if (options.resume && options.overwrite) throw InputError("--resume and --overwrite exclude each other");
+  dir.lock();
   std::optional<nlohmann::json> previous = claim_run_dir(dir, options, resolved);
+  if (int stale = dir.remove_stale_temp_files())
+    spdlog::info("{}: removed {} temp file(s) of writes that a stopped run left unfinished", dir.path(), stale);
   dir.create();
   RunLog run_log(dir.file("log.txt"));
   if (!previous) {

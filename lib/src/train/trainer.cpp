@@ -152,6 +152,16 @@ void Trainer::clip_gradients() const {
 
 // ---- the loop ------------------------------------------------------------------------------
 
+void Trainer::add_terms(Totals& totals, const std::vector<std::pair<std::string, torch::Tensor>>& terms,
+                        std::size_t from, double scale) {
+  for (std::size_t i = from; i < terms.size(); ++i) {
+    const auto& [name, term] = terms[i];
+    auto it = totals.terms.find(name);
+    if (it == totals.terms.end()) totals.terms.emplace(name, term * scale);
+    else it->second += term * scale;
+  }
+}
+
 void Trainer::step(int task, int64_t epoch, std::vector<Batch> micro, Totals& totals) {
   // One optimizer step over `micro` (train.accumulate_steps micro-batches): the per-batch hooks
   // run per micro-batch, gradients add up (each loss scaled by 1/count), and after_backward /
@@ -169,16 +179,16 @@ void Trainer::step(int task, int64_t epoch, std::vector<Batch> micro, Totals& to
     strategy_.before_backward(ctx);
     (micro.size() == 1 ? ctx.loss : ctx.loss * scale).backward();
     totals.loss += ctx.loss.detach() * scale;
-    for (auto& [name, term] : ctx.terms) {
-      auto it = totals.terms.find(name);
-      if (it == totals.terms.end()) totals.terms.emplace(name, term * scale);
-      else it->second += term * scale;
-    }
+    add_terms(totals, ctx.terms, 0, scale);
     totals.samples += ctx.batch.size();
     done.push_back(std::move(ctx));
   }
   StepContext& ctx = done.size() == 1 ? done[0] : merge_micro_batches(done);
+  // Penalties that write their gradient themselves (EWC, SI) add their term here, once per step.
+  const std::size_t before = ctx.terms.size();
   strategy_.after_backward(ctx);
+  for (std::size_t i = before; i < ctx.terms.size(); ++i) totals.loss += ctx.terms[i].second;
+  add_terms(totals, ctx.terms, before, 1.0);
   if (spec_.train.grad_clip > 0) clip_gradients();
   optimizer_->step();
   strategy_.after_step(ctx);
@@ -199,6 +209,12 @@ StepContext& Trainer::merge_micro_batches(std::vector<StepContext>& micro) const
   merged.output = torch::cat(outputs);
   merged.loss = torch::stack(losses).mean();
   return merged;
+}
+
+void Trainer::check_finite(const Totals& totals, int task, int64_t epoch) const {
+  if (std::isfinite(totals.loss.item<double>())) return;
+  if (progress_) progress_->finish();
+  throw Diverged(task, epoch, totals.steps);
 }
 
 TaskStats Trainer::train_task(int task) {
@@ -250,13 +266,11 @@ TaskStats Trainer::train_task(int task) {
       step(task, epoch, std::move(micro), totals);
       if (!first_step_) first_step_ = std::chrono::steady_clock::now();
       if (on_step_) on_step_(task, totals.steps);
-      if (progress_) progress_->update(totals.steps, totals.samples);
+      // The loss sum stays on the device; it is read (one host sync) only when the progress
+      // display updates and at the end of every epoch. Non-finite means the run diverged.
+      if (progress_ && progress_->update(totals.steps, totals.samples)) check_finite(totals, task, epoch);
     }
-    // One host sync per epoch: a non-finite loss sum means the run diverged.
-    if (!std::isfinite(totals.loss.item<double>())) {
-      if (progress_) progress_->finish();
-      throw Diverged(task, epoch, totals.steps);
-    }
+    check_finite(totals, task, epoch);
   }
   if (progress_) progress_->finish();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

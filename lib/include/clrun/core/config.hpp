@@ -8,6 +8,7 @@
 //     template <class V> void fields(V& v) { v("lr", lr, "learning rate", above(0)); }
 //   };
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -62,6 +63,7 @@ struct Check {
   std::optional<double> min, max;
   bool min_exclusive = false;
   std::vector<std::string> choices;
+  bool finite = true;  ///< .inf / .nan are errors unless a parameter explicitly allows them
 
   std::string describe() const;
   /// Empty when `x` is fine, else "must be ...".
@@ -132,6 +134,8 @@ void check_value(const ConfigNode& node, const T& value, const Check& check) {
   }
   if (!bad.empty()) {
     std::string shown = nlohmann::json(value).dump();
+    if constexpr (std::is_floating_point_v<T>)
+      if (!std::isfinite(value)) shown = node.yaml().Scalar();  // JSON would show null
     node.fail(shown + " " + bad);
   }
 }

@@ -13,6 +13,12 @@ class InputError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// A file could not be written (full disk, I/O error); the previous version is kept. Exit code 1.
+class WriteError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 /// The run was stopped by Ctrl-C after the last write finished; exit code 130.
 class Interrupted : public std::runtime_error {
  public:

@@ -1,5 +1,5 @@
-// Ctrl-C handling: the first SIGINT only sets a flag that the trainer checks between steps,
-// so any write in progress finishes; a second SIGINT kills the process the default way.
+// Ctrl-C / SIGTERM handling: the first signal only sets a flag that the trainer checks between
+// steps, so any write in progress finishes; a second one kills the process the default way.
 #pragma once
 
 namespace clrun {

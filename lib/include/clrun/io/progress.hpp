@@ -12,10 +12,12 @@ class Progress {
   /// `bar`: draw a terminal bar; otherwise log a line every `log_every_seconds`.
   explicit Progress(bool bar, double log_every_seconds = 10.0);
   void start(std::string label, int64_t total_steps);
-  void update(int64_t steps_done, int64_t samples_done) {
+  /// True when it drew (at most every 100 ms): the caller's cue for its own periodic checks.
+  bool update(int64_t steps_done, int64_t samples_done) {
     auto now = std::chrono::steady_clock::now();
-    if (now < next_draw_) return;
+    if (now < next_draw_) return false;
     draw(now, steps_done, samples_done);
+    return true;
   }
   /// Clears the bar line (before other output) and ends the current task's display.
   void finish();

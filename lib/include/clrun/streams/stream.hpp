@@ -79,6 +79,9 @@ class Stream {
   /// test set, and leaves the training split.
   void carve_validation(double fraction);
   bool validation = false;  ///< evaluation is on a validation split carved from the training data
+  /// Throws InputError naming the first task without training or evaluation samples: a task that
+  /// cannot be trained or scored is a wrong config or a broken data set, never a silent skip.
+  void check_tasks() const;
   /// Tasks, classes, sizes and transforms, for metrics.json.
   nlohmann::json describe() const;
 

@@ -84,6 +84,11 @@ class Trainer {
   void clip_gradients() const;
   /// One optimizer step over one or more micro-batches, with every per-step hook.
   void step(int task, int64_t epoch, std::vector<Batch> micro, Totals& totals);
+  /// Adds terms[from..] (name, detached scalar) times `scale` to the task's sums.
+  static void add_terms(Totals& totals, const std::vector<std::pair<std::string, torch::Tensor>>& terms,
+                        std::size_t from, double scale);
+  /// Throws Diverged when the loss sum is not finite (one host sync).
+  void check_finite(const Totals& totals, int task, int64_t epoch) const;
   /// The context after_backward/after_step see when a step had several micro-batches.
   StepContext& merge_micro_batches(std::vector<StepContext>& micro) const;
 
