@@ -1,6 +1,8 @@
 // io/run_dir + atomic: the lock, stale temp files, damaged runs, unwritable paths and full disks.
 #include <catch2/catch.hpp>
 
+#include <sys/resource.h>
+#include <csignal>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -58,6 +60,33 @@ TEST_CASE("a failed write keeps the previous file, removes its temp file and nam
   }
   set_write_fault(nullptr);
   CHECK(read_file(dir / "m.json") == "old");
+  CHECK(snapshot(dir.path()).size() == 1);
+}
+
+TEST_CASE("a checkpoint that hits a real write limit is a WriteError, not an abort in torch's writer", "[io]") {
+  // RLIMIT_FSIZE makes the kernel refuse writes past 64 KiB (EFBIG), like a full disk, without root.
+  test::TempDir dir("fsize");
+  write_file_atomic(dir / "ckpt.pt", "previous");
+  pid_t child = ::fork();
+  if (child == 0) {
+    std::signal(SIGXFSZ, SIG_IGN);
+    rlimit limit{64 * 1024, 64 * 1024};
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+    torch::serialize::OutputArchive archive;
+    archive.write("w", torch::ones({1 << 18}));  // 1 MiB
+    try {
+      save_archive_atomic(dir / "ckpt.pt", archive);
+    } catch (const WriteError& e) {
+      std::string msg = e.what();
+      ::_exit(msg.find(dir / "ckpt.pt: cannot write (File too large)") == 0 ? 0 : 3);
+    }
+    ::_exit(4);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  REQUIRE(WIFEXITED(status));  // not killed by an abort
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(read_file(dir / "ckpt.pt") == "previous");
   CHECK(snapshot(dir.path()).size() == 1);
 }
 

@@ -76,6 +76,22 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   });
 }
 
+void save_archive_atomic(const std::string& path, torch::serialize::OutputArchive& archive) {
+  write_atomic_with(path, [&](const std::string& tmp) {
+    std::FILE* f = std::fopen(tmp.c_str(), "wb");
+    if (!f) throw std::system_error(errno, std::generic_category());
+    // torch's zip writer aborts the process (from a destructor) when told of a short write, so it
+    // is never told: the first error is kept, later bytes are dropped, and we throw afterwards.
+    int error = 0;
+    archive.save_to([&](const void* data, std::size_t n) -> std::size_t {
+      if (!error && std::fwrite(data, 1, n, f) != n) error = errno ? errno : EIO;
+      return n;
+    });
+    if (std::fclose(f) != 0 && !error) error = errno ? errno : EIO;
+    if (error) throw std::system_error(error, std::generic_category());
+  });
+}
+
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot open " + path);

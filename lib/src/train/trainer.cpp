@@ -303,7 +303,7 @@ void Trainer::save_checkpoint(const std::string& path, const nlohmann::json& sta
   const torch::Device device = stream_.device();
   if (!device.is_cpu()) archive.write("rng_device", at::globalContext().defaultGenerator(device).get_state());
   archive.write("state", c10::IValue(state.dump()));
-  write_atomic_with(path, [&](const std::string& tmp) { archive.save_to(tmp); });
+  save_archive_atomic(path, archive);
 }
 
 nlohmann::json Trainer::load_checkpoint(const std::string& path) {

@@ -4,6 +4,8 @@
 #include <functional>
 #include <string>
 
+#include <torch/serialize/output-archive.h>
+
 namespace clrun {
 
 /// A failed write (full disk, I/O error) throws WriteError naming `path`; the previous version
@@ -12,6 +14,10 @@ void write_file_atomic(const std::string& path, const std::string& content);
 
 /// For writers that need a path (e.g. torch archives): `write(tmp_path)` then rename.
 void write_atomic_with(const std::string& path, const std::function<void(const std::string& tmp)>& write);
+
+/// Writes `archive` (a torch checkpoint) to `path` atomically. Write errors (a full disk) become a
+/// WriteError here, not an abort inside torch's zip writer, which cannot report them safely.
+void save_archive_atomic(const std::string& path, torch::serialize::OutputArchive& archive);
 
 /// Temp files are named `<target>.tmp.<pid>`; true for such a name (left behind by a killed write).
 bool is_temp_file_name(const std::string& filename);
