@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "clrun/core/error.hpp"
+#include "clrun/core/text.hpp"
 #include "clrun/io/environment.hpp"
 #include "commands.hpp"
 
@@ -43,15 +44,18 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? exit_code::ok : exit_code::bad_input;
   } catch (const InputError& e) {
-    spdlog::error("{}", e.what());
+    spdlog::error("{}", one_line_error(e.what()));
     return exit_code::bad_input;
   } catch (const Interrupted&) {
     return exit_code::interrupted;
   } catch (const c10::Error& e) {
-    spdlog::error("{}", e.what_without_backtrace());  // torch's what() carries a C++ stack trace
+    spdlog::error("{}", one_line_error(e.what_without_backtrace()));  // what() carries a C++ stack trace
     return exit_code::failure;
   } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
+    spdlog::error("{}", one_line_error(e.what()));
+    return exit_code::failure;
+  } catch (...) {
+    spdlog::error("unexpected error of unknown type (a bug: please report it with the config)");
     return exit_code::failure;
   }
   return app::g_exit_code;

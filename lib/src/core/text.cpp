@@ -1,6 +1,8 @@
 // String helpers for names and error messages.
 #include "clrun/core/text.hpp"
 
+#include <cstdio>
+
 #include <algorithm>
 #include <cctype>
 
@@ -41,6 +43,34 @@ std::string join(const std::vector<std::string>& parts, const std::string& sep) 
   std::string out;
   for (std::size_t i = 0; i < parts.size(); ++i) out += (i ? sep : "") + parts[i];
   return out;
+}
+
+std::string one_line_error(const std::string& message) {
+  std::string main, hint, line;
+  auto flush = [&] {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    if (hint.empty() && line.rfind("hint: ", 0) == 0) hint = line;
+    else if (!line.empty()) main += (main.empty() ? "" : "; ") + line;
+    line.clear();
+  };
+  for (char c : message) {
+    auto u = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      flush();
+    } else if (c == '\r') {
+      // dropped: it would let a message overwrite itself on a terminal
+    } else if (c == '\t') {
+      line += ' ';
+    } else if (u < 0x20 || u == 0x7f) {
+      char esc[8];
+      std::snprintf(esc, sizeof(esc), "\\x%02x", u);
+      line += esc;
+    } else {
+      line += c;
+    }
+  }
+  flush();
+  return hint.empty() ? main : main + "\n" + hint;
 }
 
 }  // namespace clrun

@@ -2,6 +2,7 @@
 // dataset-fashion-mnist) and mnist (any directory with the same four IDX files).
 #include <filesystem>
 
+#include "clrun/core/text.hpp"
 #include "clrun/data/dataset.hpp"
 #include "clrun/data/idx.hpp"
 
@@ -46,11 +47,11 @@ struct MnistOptions {
 std::string find_file(const std::string& root, const std::string& stem, const Layout& layout) {
   for (const std::string& candidate : {root + "/" + stem + ".gz", root + "/" + stem})
     if (fs::is_regular_file(candidate)) return candidate;
-  std::string expected;
-  for (const char* f : kFiles) expected += std::string("\n  ") + f + "[.gz]";
-  throw InputError("stream.dataset.root: data set '" + std::string(layout.name) + "' not found: " +
-                   root + "/" + stem + "[.gz] does not exist. Expected in " + root + ":" + expected +
-                   "\nObtain it with: " + layout.obtain + " (nothing is downloaded at run time)");
+  std::vector<std::string> expected;
+  for (const char* f : kFiles) expected.push_back(std::string(f) + "[.gz]");
+  throw InputError("stream.dataset.root: data set '" + std::string(layout.name) + "' not found: " + root + "/" +
+                   stem + "[.gz] does not exist (expected " + join(expected, ", ") + " in " + root +
+                   ")\nhint: obtain it with " + layout.obtain + "; nothing is downloaded at run time");
 }
 
 Split read_split(const std::string& root, const char* images, const char* labels, const Layout& layout) {

@@ -150,8 +150,8 @@ std::optional<nlohmann::json> claim_run_dir(const RunDir& dir, const RunOptions&
     if (old_config) {
       auto diffs = config_differences(*old_config, resolved);
       if (!diffs.empty())
-        throw InputError("--resume: the config differs from the one " + dir.path() + " was started with:\n  " +
-                         join(diffs, "\n  "));
+        throw InputError("--resume: the config differs from the one " + dir.path() + " was started with: " +
+                         join(diffs, "; ") + "\nhint: resume with the same config and --set values, or drop --resume");
     }
     const int done = previous->value("tasks_completed", 0);
     if (done > 0 && !dir.latest_checkpoint())

@@ -14,6 +14,11 @@ std::string did_you_mean(const std::string& word, const std::vector<std::string>
 /// Levenshtein distance.
 std::size_t edit_distance(const std::string& a, const std::string& b);
 
+/// An error message as the CLI prints it: one line, plus at most one line starting "hint: ".
+/// Other line breaks (a third-party message, a multi-line value quoted from the input) become
+/// "; " and other control characters are escaped, so no input can make an error span a screen.
+std::string one_line_error(const std::string& message);
+
 std::string join(const std::vector<std::string>& parts, const std::string& sep);
 
 }  // namespace clrun
