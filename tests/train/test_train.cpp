@@ -190,3 +190,33 @@ TEST_CASE("a CNN backbone learns", "[train][cnn]") {
   CHECK(m["accuracy"]["matrix"][0][0].get<double>() >= 90.0);
   CHECK(m["per_task"][0]["mean_loss"].get<double>() < 1.2);
 }
+
+TEST_CASE("divergence is caught at a progress update, before the epoch ends", "[train][diverged]") {
+  spdlog::set_level(spdlog::level::warn);
+  test::TempDir dir("divergence");
+  test::write_tiny_mnist(dir.path());
+  // 40 rows per task at batch 4: 10 steps an epoch; lr 1e30 overflows within a few steps.
+  ExperimentSpec spec = parse_spec(test::tiny_config(dir.path()), "tiny.yaml",
+                                   {parse_override("train.batch_size=4"), parse_override("train.optimizer.lr=1e30")});
+  auto diverged_at = [&](Progress* progress) -> int64_t {
+    auto stream = spec.stream.build(spec.dataset.build(), spec.seed);
+    auto model = std::make_shared<Classifier>(spec.backbone.build(stream->input_shape), stream->num_classes);
+    auto strategy = spec.strategy.build(spec.seed);
+    Trainer trainer(spec, *stream, model, *strategy, test::model_factory(spec, *stream));
+    trainer.set_progress(progress);
+    try {
+      trainer.train_task(0);
+    } catch (const Diverged& e) {
+      CHECK(e.task == 0);
+      CHECK(e.epoch == 0);
+      return e.steps;
+    }
+    FAIL("did not diverge");
+    return -1;
+  };
+  CHECK(diverged_at(nullptr) == 10);  // only the end-of-epoch check
+  Progress every_step(/*bar=*/false, /*log_every_seconds=*/0.0);
+  int64_t steps = diverged_at(&every_step);
+  CHECK(steps >= 1);
+  CHECK(steps < 10);
+}
