@@ -7,6 +7,7 @@ namespace {
 Registries make_registries() {
   Registries r;
   register_mnist(r.datasets);
+  register_cifar(r.datasets);
   register_split(r.streams);
   register_permuted(r.streams);
   register_rotated(r.streams);

@@ -4,6 +4,7 @@
 fuzz_config: real configs, each optionally followed by NUL-separated --set overrides.
 fuzz_idx:    tiny IDX files, plain and gzipped (one, and two concatenated members).
 fuzz_report: metrics.json files (up to three, NUL-separated) from a real run, trimmed.
+fuzz_cifar:  a format byte, then tiny CIFAR-10/100 batch files (good, bad label, truncated) or names files.
 Run from the repository root: python3 tests/fuzz/make_corpus.py
 """
 import gzip, json, os, shutil, struct
@@ -80,3 +81,18 @@ put("fuzz_report", "running.json", '{"status": "running", "seed": 0}\0' + one)
 put("fuzz_report", "small.json", '{"status":"complete","config":{"name":"a","stream":{"name":"split"}},'
     '"metrics":{"final_average_accuracy":null,"average_accuracy_curve":[1,2.5]},'
     '"accuracy":{"matrix":[[1],[2,3]],"random_init":[]}}')
+
+# ---- fuzz_cifar: the first byte picks the format (0 cifar10, 1 cifar100 fine, 2 cifar100 coarse),
+# the rest is a batch file (label bytes + 3072 pixel bytes per record) or a class-names file.
+shutil.rmtree(os.path.join(root, "fuzz_cifar"), ignore_errors=True)
+
+def cifar_records(labels):
+    return b"".join(bytes(l) + bytes((7 * i + k) % 256 for k in range(3072)) for i, l in enumerate(labels))
+
+put("fuzz_cifar", "cifar10_two_records", b"\0" + cifar_records([[3], [9]]))
+put("fuzz_cifar", "cifar100_fine_two_records", b"\1" + cifar_records([[19, 99], [0, 4]]))
+put("fuzz_cifar", "cifar100_coarse_one_record", b"\2" + cifar_records([[7, 35]]))
+put("fuzz_cifar", "cifar10_bad_label", b"\0" + cifar_records([[1], [10]]))
+put("fuzz_cifar", "cifar10_truncated", b"\0" + cifar_records([[1], [2]])[:-5])
+put("fuzz_cifar", "cifar10_names", b"\0" + b"airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n")
+put("fuzz_cifar", "cifar100_coarse_names", b"\2" + "".join("c%d\r\n" % k for k in range(20)).encode())

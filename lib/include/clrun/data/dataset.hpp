@@ -31,5 +31,6 @@ struct Dataset {
 using DatasetRegistry = Registry<Dataset>;
 // One register function per reader file; components.cpp calls them all.
 void register_mnist(DatasetRegistry& registry);  // fashion-mnist, mnist
+void register_cifar(DatasetRegistry& registry);  // cifar10, cifar100
 
 }  // namespace clrun
