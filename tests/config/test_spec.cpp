@@ -101,3 +101,11 @@ TEST_CASE("non-finite and overflowing numbers are rejected for float parameters"
   CHECK(error_of("train: {epochs: 99999999999999999999}").find("expected an integer") != std::string::npos);
   CHECK(error_of("train: {optimizer: {lr: 1e-3}}").empty());
 }
+
+TEST_CASE("keys that are not names and text that is not UTF-8 are config errors (fuzzer findings)", "[config]") {
+  CHECK(error_of("{[a]: 1}") == "exp.yaml:1:2: (top level): a key must be a plain name, not a list");
+  CHECK(error_of("train: {{a: 1}: 2}").rfind("exp.yaml:1:9: train: a key must be a plain name, not a map", 0) == 0);
+  CHECK(error_of("name: a" "\xfe" "\n") == "exp.yaml:1:7: name: is not valid UTF-8 text");
+  CHECK(error_of("{}", {parse_override("name=b\xc3\x28")}) == "--set name: is not valid UTF-8 text");
+  CHECK(error_of("name: \"caf\xc3\xa9 \xe2\x82\xac\"").empty());
+}

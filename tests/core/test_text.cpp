@@ -12,3 +12,15 @@ TEST_CASE("errors print as one line plus at most one hint line", "[core]") {
   CHECK(one_line_error(std::string("value 'a\tb\x1b[2J'") + "\n") == "value 'a b\\x1b[2J'");
   CHECK(one_line_error("") == "");
 }
+
+TEST_CASE("UTF-8 validation", "[core]") {
+  CHECK(is_valid_utf8(""));
+  CHECK(is_valid_utf8("plain ascii"));
+  CHECK(is_valid_utf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+  CHECK_FALSE(is_valid_utf8("\xfe"));
+  CHECK_FALSE(is_valid_utf8("\xc3"));              // truncated
+  CHECK_FALSE(is_valid_utf8("\xc0\xaf"));          // overlong '/'
+  CHECK_FALSE(is_valid_utf8("\xed\xa0\x80"));      // surrogate
+  CHECK_FALSE(is_valid_utf8("\xf4\x90\x80\x80"));  // past U+10FFFF
+  CHECK_FALSE(is_valid_utf8("a\x80z"));            // stray continuation byte
+}

@@ -3,13 +3,11 @@
 // Project errors (InputError, ...) are expected; anything else escaping, a crash or a sanitizer
 // report is a finding. Also checks that the resolved config (what a run writes as config.yaml)
 // parses again to the same resolved config, as `clrun RUN_DIR/config.yaml` relies on.
-// CLRUN_FUZZ_SKIP_KNOWN=1 lets known findings (tests/fuzz/findings/, pending fixes in the config
-// loader) pass, so that a run can look for new ones; CLRUN_FUZZ_NO_ROUNDTRIP=1 drops the check.
+// CLRUN_FUZZ_NO_ROUNDTRIP=1 drops the round-trip check.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -32,34 +30,6 @@ std::vector<std::string> split(const std::string& s, char sep, std::size_t max_p
   return parts;
 }
 
-bool skip_known() {
-  static const bool on = std::getenv("CLRUN_FUZZ_SKIP_KNOWN") != nullptr;
-  return on;
-}
-
-/// Known finding config_non_scalar_key.yaml: a map key that is not a scalar ({[a]: 1}) leaks a
-/// YAML::BadConversion from ConfigNode::check_keys. True when `yaml` has such a key.
-bool has_non_scalar_key(const std::string& yaml) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(yaml);
-  } catch (const YAML::Exception&) {
-    return false;
-  }
-  int budget = 100000;  // aliases can make the tree exponential
-  std::function<bool(const YAML::Node&)> walk = [&](const YAML::Node& n) {
-    if (--budget < 0) return false;
-    if (n.IsSequence())
-      for (const YAML::Node& c : n)
-        if (walk(c)) return true;
-    if (n.IsMap())
-      for (const auto& kv : n)
-        if (!kv.first.IsScalar() || walk(kv.first) || walk(kv.second)) return true;
-    return false;
-  };
-  return walk(root);
-}
-
 bool roundtrip_check() {
   static const bool on = std::getenv("CLRUN_FUZZ_NO_ROUNDTRIP") == nullptr;
   return on;
@@ -69,9 +39,6 @@ bool roundtrip_check() {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::vector<std::string> parts = split(std::string(reinterpret_cast<const char*>(data), size), '\0', 5);
-  if (skip_known())
-    for (std::size_t i = 0; i < parts.size(); ++i)
-      if (has_non_scalar_key(i == 0 ? parts[i] : parts[i].substr(parts[i].find('=') + 1))) return 0;
   try {
     std::vector<clrun::Override> overrides;
     for (std::size_t i = 1; i < parts.size(); ++i) overrides.push_back(clrun::parse_override(parts[i]));
@@ -97,9 +64,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
   } catch (const clrun::InputError&) {
-  } catch (const nlohmann::json::type_error& e) {
-    // known: config_invalid_utf8_name.yaml (a string that is not UTF-8 reaches the resolved JSON)
-    if (!(skip_known() && e.id == 316)) throw;
   }
   return 0;
 }

@@ -22,8 +22,10 @@ def gz(data):
     return gzip.compress(data, compresslevel=9, mtime=0)
 
 
-for t in ("fuzz_config", "fuzz_idx", "fuzz_report"):
-    shutil.rmtree(os.path.join(root, t), ignore_errors=True)
+for t in ("fuzz_config", "fuzz_idx", "fuzz_report"):  # generated seeds; finding_* ones are kept
+    for name in os.listdir(os.path.join(root, t)) if os.path.isdir(os.path.join(root, t)) else []:
+        if not name.startswith("finding_"):
+            os.remove(os.path.join(root, t, name))
 
 # ---- fuzz_config
 def config(name):
@@ -96,3 +98,36 @@ put("fuzz_cifar", "cifar10_bad_label", b"\0" + cifar_records([[1], [10]]))
 put("fuzz_cifar", "cifar10_truncated", b"\0" + cifar_records([[1], [2]])[:-5])
 put("fuzz_cifar", "cifar10_names", b"\0" + b"airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n")
 put("fuzz_cifar", "cifar100_coarse_names", b"\2" + "".join("c%d\r\n" % k for k in range(20)).encode())
+
+
+# ---- fuzz_safetensors: tiny files in the format (8-byte LE header length, JSON padded with spaces, data)
+def safetensors_corpus():
+    shutil.rmtree(os.path.join(root, "fuzz_safetensors"), ignore_errors=True)
+
+    def st(entries, metadata=None, pad=True, tail=b""):
+        """entries: (name, dtype, shape, raw bytes) laid out in order."""
+        header, data = {}, b""
+        if metadata is not None:
+            header["__metadata__"] = metadata
+        for name, dtype, shape, raw in entries:
+            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+            data += raw
+        text = json.dumps(header, separators=(",", ":")).encode()
+        if pad:
+            text += b" " * (-len(text) % 8)
+        return struct.pack("<Q", len(text)) + text + data + tail
+
+    put("fuzz_safetensors", "f32.safetensors", st([("attn.0", "F32", [1, 2, 3], struct.pack("<6f", 0, 1, 2, 3, 4, 5))]))
+    put("fuzz_safetensors", "mixed.safetensors", st([
+        ("w", "F16", [2], struct.pack("<2e", 1.0, -2.5)), ("b", "BF16", [1], b"\x49\x40"),
+        ("ids", "I64", [2], struct.pack("<2q", -1, 7)), ("mask", "BOOL", [3], b"\x00\x01\x01"),
+        ("x", "F64", [], struct.pack("<d", 0.5)), ("e", "I32", [0, 4], b""), ("u", "U8", [2], b"\x00\xff"),
+        ("s", "I16", [1], struct.pack("<h", -3)), ("c", "I8", [1], b"\x80"), ("d", "U16", [1], b"\x01\x02"),
+    ], metadata={"format": "pt"}))
+    put("fuzz_safetensors", "empty.safetensors", st([]))
+    put("fuzz_safetensors", "metadata.safetensors", st([], metadata={"framework": "pt", "k": "v"}))
+    put("fuzz_safetensors", "unpadded.safetensors", st([("a", "I32", [1], struct.pack("<i", 9))], pad=False))
+    put("fuzz_safetensors", "gap.safetensors", st([("a", "U8", [1], b"\x01")], tail=b"\x00"))
+
+
+safetensors_corpus()

@@ -165,6 +165,13 @@ TEST_CASE("a damaged metrics.json is refused, not overwritten", "[io][run]") {
                       Catch::StartsWith(dir / "r/metrics.json") && Catch::Contains("not valid JSON"));
     CHECK(snapshot(dir / "r") == before);
   }
+  // valid JSON, but not what clrun writes (fuzzer findings)
+  for (const char* text : {"[1, 2]", "{\"status\": 5}", "{\"status\": \"running\", \"tasks_completed\": -1}"}) {
+    INFO(text);
+    write_file_atomic(dir / "r/metrics.json", text);
+    CHECK_THROWS_WITH(run_experiment(spec, into(dir / "r", true)),
+                      Catch::StartsWith(dir / "r/metrics.json: not a clrun metrics file"));
+  }
   RunOptions overwrite = into(dir / "r");
   overwrite.overwrite = true;
   CHECK(run_experiment(spec, overwrite).metrics["status"] == "complete");

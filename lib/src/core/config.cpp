@@ -66,13 +66,22 @@ void ConfigNode::expect_map(const std::string& what) const {
 void ConfigNode::check_keys(const std::vector<std::string>& known) const {
   if (!node_.IsMap()) return;
   for (const auto& kv : node_) {
-    std::string key = kv.first.as<std::string>();
+    if (!kv.first.IsScalar())
+      ConfigNode(kv.first, path_, source_).fail("a key must be a plain name, not a " +
+                                                std::string(kv.first.IsMap() ? "map" : "list"));
+    std::string key = kv.first.Scalar();
     if (std::find(known.begin(), known.end(), key) != known.end()) continue;
     ConfigNode bad(kv.first, path_.empty() ? key : path_ + "." + key, source_);
     std::vector<std::string> sorted = known;
     std::sort(sorted.begin(), sorted.end());
     bad.fail("unknown key" + did_you_mean(key, known) + "; known keys here: " + join(sorted, ", "));
   }
+}
+
+std::string Decoder<std::string>::decode(const ConfigNode& n) {
+  std::string s = ScalarDecoder<std::string>::decode(n, "a string");
+  if (!is_valid_utf8(s)) n.fail("is not valid UTF-8 text");
+  return s;
 }
 
 std::string yaml_scalar_text(const YAML::Node& node) {

@@ -84,7 +84,7 @@ void save_archive_atomic(const std::string& path, torch::serialize::OutputArchiv
     // is never told: the first error is kept, later bytes are dropped, and we throw afterwards.
     int error = 0;
     archive.save_to([&](const void* data, std::size_t n) -> std::size_t {
-      if (!error && std::fwrite(data, 1, n, f) != n) error = errno ? errno : EIO;
+      if (!error && n > 0 && std::fwrite(data, 1, n, f) != n) error = errno ? errno : EIO;  // (null, 0) happens
       return n;
     });
     if (std::fclose(f) != 0 && !error) error = errno ? errno : EIO;

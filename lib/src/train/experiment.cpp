@@ -141,6 +141,14 @@ std::optional<nlohmann::json> claim_run_dir(const RunDir& dir, const RunOptions&
     return std::nullopt;
   }
   std::optional<nlohmann::json> previous = dir.read_json("metrics.json");
+  auto is_metrics = [](const nlohmann::json& j) {
+    if (!j.is_object() || !j.value("status", nlohmann::json()).is_string()) return false;
+    nlohmann::json done = j.value("tasks_completed", nlohmann::json());
+    return done.is_number_integer() && done.get<int64_t>() >= 0;
+  };
+  if (previous && !is_metrics(*previous))
+    throw InputError(dir.file("metrics.json") + ": not a clrun metrics file (expected an object with a string "
+                     "status and a tasks_completed count); --overwrite replaces the run, --out DIR starts elsewhere");
   if (previous && !options.resume)
     throw InputError(dir.path() + " already holds a run (status: " + previous->value("status", "?") +
                      ", " + std::to_string(previous->value("tasks_completed", 0)) + " tasks done): pass --resume to "

@@ -102,7 +102,8 @@ struct ScalarDecoder {
 };
 template <> struct Decoder<double> { static double decode(const ConfigNode& n) { return ScalarDecoder<double>::decode(n, "a number"); } };
 template <> struct Decoder<bool> { static bool decode(const ConfigNode& n) { return ScalarDecoder<bool>::decode(n, "true or false"); } };
-template <> struct Decoder<std::string> { static std::string decode(const ConfigNode& n) { return ScalarDecoder<std::string>::decode(n, "a string"); } };
+/// Strings must be valid UTF-8: they end up in JSON files (config.json, metrics.json).
+template <> struct Decoder<std::string> { static std::string decode(const ConfigNode& n); };
 template <> struct Decoder<int64_t> { static int64_t decode(const ConfigNode& n) { return ScalarDecoder<int64_t>::decode(n, "an integer"); } };
 template <> struct Decoder<int> { static int decode(const ConfigNode& n) { return ScalarDecoder<int>::decode(n, "an integer"); } };
 template <> struct Decoder<uint64_t> { static uint64_t decode(const ConfigNode& n) { return ScalarDecoder<uint64_t>::decode(n, "a non-negative integer"); } };

@@ -19,6 +19,9 @@ std::size_t edit_distance(const std::string& a, const std::string& b);
 /// "; " and other control characters are escaped, so no input can make an error span a screen.
 std::string one_line_error(const std::string& message);
 
+/// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+bool is_valid_utf8(const std::string& s);
+
 std::string join(const std::vector<std::string>& parts, const std::string& sep);
 
 }  // namespace clrun
