@@ -204,7 +204,11 @@ struct SafetensorsFile::Impl {
                        " bytes, too short for a safetensors file (expected an 8-byte header length first)");
     if (mmap_enabled() && size <= std::numeric_limits<std::size_t>::max()) {
       void* p = ::mmap(nullptr, static_cast<std::size_t>(size), PROT_READ, MAP_PRIVATE, fd, 0);
-      if (p != MAP_FAILED) map = static_cast<const char*>(p);
+      if (p != MAP_FAILED) {
+        map = static_cast<const char*>(p);
+        ::close(fd);  // the mapping keeps the file
+        fd = -1;
+      }
     }
   }
 
