@@ -109,3 +109,13 @@ TEST_CASE("keys that are not names and text that is not UTF-8 are config errors 
   CHECK(error_of("{}", {parse_override("name=b\xc3\x28")}) == "--set name: is not valid UTF-8 text");
   CHECK(error_of("name: \"caf\xc3\xa9 \xe2\x82\xac\"").empty());
 }
+
+TEST_CASE("no component declares an option its block reserves", "[config]") {
+  const Registries& reg = registries();
+  for (const auto& name : reg.backbones.names())
+    CHECK_NOTHROW(parse_spec("backbone: {name: " + name + "}", "x.yaml"));
+  for (const auto& name : reg.strategies.names()) CHECK_NOTHROW(parse_spec("strategy: {name: " + name + "}", "x.yaml"));
+  for (const auto& name : reg.streams.names()) CHECK_NOTHROW(parse_spec("stream: {name: " + name + "}", "x.yaml"));
+  for (const auto& name : reg.datasets.names())
+    CHECK_NOTHROW(parse_spec("stream: {dataset: {name: " + name + "}}", "x.yaml"));
+}

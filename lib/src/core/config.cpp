@@ -115,6 +115,6 @@ Check in_range(double min, double max) { return Check{min, max, false, {}}; }
 Check one_of(std::vector<std::string> choices) { return Check{std::nullopt, std::nullopt, false, std::move(choices)}; }
 
 ConfigReader::ConfigReader(ConfigNode node, std::vector<std::string> reserved)
-    : node_(std::move(node)), known_(std::move(reserved)) {}
+    : node_(std::move(node)), known_(std::move(reserved)), reserved_(known_.size()) {}
 
 }  // namespace clrun

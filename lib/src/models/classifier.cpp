@@ -1,6 +1,15 @@
 // Model defaults and the Classifier: backbone + linear head, masked cross-entropy.
 #include "clrun/models/model.hpp"
 
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
+#include "clrun/io/safetensors.hpp"
+#include "clrun/models/vit.hpp"
+
 #include <torch/torch.h>
 
 namespace clrun {
@@ -50,8 +59,35 @@ int64_t count_parameters(const torch::nn::Module& module) {
   return n;
 }
 
-void initialize(torch::nn::Module& module, const std::string& scheme) {
-  if (scheme == "default") return;
+void to_json(nlohmann::json& j, const BackboneInit& init) {
+  if (init.scheme == "safetensors") j = {{"safetensors", init.path}, {"strict", init.strict}};
+  else j = init.scheme;
+}
+
+BackboneInit Decoder<BackboneInit>::decode(const ConfigNode& node) {
+  BackboneInit init;
+  const YAML::Node& y = node.yaml();
+  if (y.IsScalar()) {
+    init.scheme = y.Scalar();
+    if (init.scheme != "default" && init.scheme != "xavier_uniform")
+      node.fail("expected default, xavier_uniform or {safetensors: PATH, strict: true}, got '" + init.scheme + "'");
+  } else if (y.IsMap()) {
+    node.check_keys({"safetensors", "strict"});
+    if (!node.child("safetensors").present()) node.fail("expected {safetensors: PATH, strict: true}");
+    init.scheme = "safetensors";
+    init.path = clrun::decode<std::string>(node.child("safetensors"));
+    if (node.child("strict").present()) init.strict = clrun::decode<bool>(node.child("strict"));
+    if (!std::filesystem::is_regular_file(init.path))
+      node.child("safetensors").fail(init.path + ": no such file (pre-trained weights are read from a path you give; "
+                                     "nothing is downloaded)");
+  } else {
+    node.fail("expected default, xavier_uniform or {safetensors: PATH, strict: true}");
+  }
+  return init;
+}
+
+namespace {
+void xavier(torch::nn::Module& module) {
   torch::NoGradGuard no_grad;
   for (const auto& item : module.named_parameters()) {
     const std::string& name = item.key();
@@ -60,6 +96,77 @@ void initialize(torch::nn::Module& module, const std::string& scheme) {
     if (is_bias) p.zero_();
     else if (p.dim() >= 2) torch::nn::init::xavier_uniform_(p);
   }
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string out;
+  for (int64_t d : shape) out += (out.empty() ? "" : "x") + std::to_string(d);
+  return "[" + out + "]";
+}
+
+void load_pretrained(Classifier& model, const BackboneInit& init) {
+  SafetensorsFile file(init.path);
+  auto params = model.named_parameters();
+  // A pre-trained head is kept only if it fits this run's classes.
+  bool load_head = file.has("head.weight") &&
+                   file.info("head.weight").shape == model.head->weight.sizes().vec() &&
+                   (!file.has("head.bias") || file.info("head.bias").shape == model.head->bias.sizes().vec());
+  bool resampled = false;
+  if (file.has("pos_embed") && params.contains("backbone.pos_embed")) {
+    torch::Tensor target = params["backbone.pos_embed"];
+    torch::Tensor stored = file.get("pos_embed");
+    if (stored.dim() == 3 && stored.size(2) == target.size(2) && stored.size(1) != target.size(1)) {
+      const auto side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(target.size(1) - 1))));
+      torch::NoGradGuard no_grad;
+      target.copy_(resample_pos_embed(stored, {side, side}));
+      spdlog::info("{}: pos_embed resampled from {} to {} (bicubic, as timm)", init.path,
+                   shape_text(stored.sizes().vec()), shape_text(target.sizes().vec()));
+      resampled = true;
+    }
+  }
+  auto rename = [&](const std::string& name) -> std::string {
+    if (name.rfind("head.", 0) == 0) return load_head ? name : "";
+    if (resampled && name == "pos_embed") return "";
+    return "backbone." + name;
+  };
+  LoadReport report = load_into(file, model, /*strict=*/false, rename);
+  auto& missing = report.missing;
+  missing.erase(std::remove_if(missing.begin(), missing.end(),
+                               [&](const std::string& n) {
+                                 return n.rfind("head.", 0) == 0 || (resampled && n == "backbone.pos_embed");
+                               }),
+                missing.end());
+  if (!load_head && file.has("head.weight"))
+    spdlog::info("{}: head.* of shape {} not loaded (this run has {} classes)", init.path,
+                 shape_text(file.info("head.weight").shape), model.head->weight.size(0));
+  if (!report.ok()) {
+    std::string what;
+    auto list = [](std::vector<std::string> names) {  // shown by the file's (public) names
+      for (auto& n : names)
+        if (n.rfind("backbone.", 0) == 0) n.erase(0, 9);
+      std::string out;
+      for (std::size_t i = 0; i < names.size() && i < 5; ++i) out += (i ? ", " : "") + names[i];
+      return names.size() > 5 ? out + ", ... (" + std::to_string(names.size()) + " in all)" : out;
+    };
+    std::vector<std::string> mismatched;
+    for (const auto& m : report.mismatched)
+      mismatched.push_back(m.name + " " + shape_text(m.file_shape) + " in the file, " + shape_text(m.module_shape) + " here");
+    if (!missing.empty()) what += "missing: " + list(missing);
+    if (!report.unexpected.empty()) what += std::string(what.empty() ? "" : "; ") + "unexpected: " + list(report.unexpected);
+    if (!mismatched.empty()) what += std::string(what.empty() ? "" : "; ") + "shape mismatch: " + list(mismatched);
+    if (init.strict)
+      throw InputError("backbone.init.safetensors: " + init.path + " does not fit the backbone (" + what +
+                       ")\nhint: check the backbone's size options, or set strict: false to load what fits");
+    spdlog::warn("{}: loaded {} tensors; {}", init.path, report.loaded.size(), what);
+  } else {
+    spdlog::info("{}: loaded {} tensors", init.path, report.loaded.size() + (resampled ? 1 : 0));
+  }
+}
+}  // namespace
+
+void initialize(Classifier& model, const BackboneInit& init) {
+  if (init.scheme == "xavier_uniform") xavier(model);
+  else if (init.scheme == "safetensors") load_pretrained(model, init);
 }
 
 }  // namespace clrun

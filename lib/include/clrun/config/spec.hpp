@@ -9,6 +9,7 @@
 
 #include "clrun/components.hpp"
 #include "clrun/core/registry.hpp"
+#include "clrun/models/model.hpp"
 
 namespace clrun {
 
@@ -78,12 +79,12 @@ struct StreamCommon {
 
 /// Keys of the backbone block that every backbone has.
 struct BackboneCommon {
-  std::string init = "default";
+  BackboneInit init;
 
   template <class V>
   void fields(V& v) {
-    v("init", init, "parameter init: default (PyTorch's per layer) or xavier_uniform (Xavier weights, zero biases, as Mammoth)",
-      one_of({"default", "xavier_uniform"}));
+    v("init", init, "parameter init: default (the layers' own), xavier_uniform (Xavier weights, zero biases, as "
+      "Mammoth) or {safetensors: PATH, strict: true} (pre-trained weights by the backbone's public names)");
   }
 };
 

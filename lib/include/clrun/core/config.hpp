@@ -8,11 +8,13 @@
 //     template <class V> void fields(V& v) { v("lr", lr, "learning rate", above(0)); }
 //   };
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -150,6 +152,11 @@ class ConfigReader {
 
   template <class T>
   void operator()(const char* key, T& value, const char* /*doc*/, const Check& check = {}) {
+    // A component option named like a key its block reserves (e.g. backbone.init) would be
+    // read twice with two meanings: a programming error, caught by any test that parses it.
+    if (std::find(known_.begin(), known_.begin() + static_cast<std::ptrdiff_t>(reserved_), key) !=
+        known_.begin() + static_cast<std::ptrdiff_t>(reserved_))
+      throw std::logic_error(node_.path() + "." + key + " is declared by a component but reserved by its block");
     known_.emplace_back(key);
     ConfigNode child = node_.child(key);
     if (!child.present()) return;
@@ -161,7 +168,8 @@ class ConfigReader {
 
  private:
   ConfigNode node_;
-  std::vector<std::string> known_;
+  std::vector<std::string> known_;  ///< the reserved keys first, then the declared ones
+  std::size_t reserved_ = 0;
 };
 
 /// Writes every field's current value into a JSON object.

@@ -10,6 +10,7 @@
 #include <ATen/core/Generator.h>
 #include <torch/nn/module.h>
 
+#include "clrun/core/config.hpp"
 #include "clrun/data/batch.hpp"
 #include "clrun/models/backbone.hpp"
 #include "clrun/models/linear.hpp"
@@ -57,8 +58,24 @@ class Classifier : public Model {
   torch::Tensor masked(const torch::Tensor& logits, const Batch& batch, const torch::Tensor& masks) const;
 };
 
-/// Parameter initialisation schemes (backbone.init): `default` keeps each layer's own (PyTorch's),
-/// `xavier_uniform` redraws Linear and conv weights Xavier-uniform with zero biases (Mammoth's MLPs).
-void initialize(torch::nn::Module& module, const std::string& scheme);
+/// backbone.init: `default` keeps each layer's own init (PyTorch's, or timm's for vit);
+/// `xavier_uniform` redraws Linear and conv weights Xavier-uniform with zero biases (Mammoth's
+/// MLPs); `{safetensors: PATH, strict: true}` loads pre-trained weights by the backbone's public
+/// names (timm's for vit), with the vit position embedding resampled to the input size. The
+/// file's `head.*` is loaded only when its shape matches the run's head (a pre-trained head of
+/// another label space is skipped, and logged).
+struct BackboneInit {
+  std::string scheme = "default";  ///< default | xavier_uniform | safetensors
+  std::string path;                ///< the safetensors file
+  bool strict = true;              ///< missing, unexpected or mismatched backbone tensors are errors
+};
+void to_json(nlohmann::json& j, const BackboneInit& init);
+template <>
+struct Decoder<BackboneInit> {
+  static BackboneInit decode(const ConfigNode& node);
+};
+
+/// Applies `init` to a fresh classifier (its backbone under `backbone.`, its head as `head`).
+void initialize(Classifier& model, const BackboneInit& init);
 
 }  // namespace clrun
