@@ -181,13 +181,7 @@ std::shared_ptr<Dataset> load(const CifarOptions<L>& o) {
   ds->test = read_split(o.root, L.test_files, format);
   ds->class_names = class_names(o.root, coarse ? L.coarse : L.labels);
   ds->num_classes = static_cast<int64_t>(ds->class_names.size());
-  if (o.normalize) {
-    ds->mean.assign(L.mean, L.mean + 3);
-    ds->std.assign(L.std, L.std + 3);
-  } else {
-    ds->mean = {0.0};
-    ds->std = {1.0};
-  }
+  ds->set_normalization(o.normalize, {L.mean, L.mean + 3}, {L.std, L.std + 3});
   return ds;
 }
 

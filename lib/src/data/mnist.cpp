@@ -86,13 +86,7 @@ std::shared_ptr<Dataset> load(const MnistOptions<L>& o) {
   ds->test = read_split(root, kFiles[2], kFiles[3], layout);
   ds->class_names = layout.class_names;
   ds->num_classes = static_cast<int64_t>(ds->class_names.size());
-  if (o.normalize) {
-    ds->mean = {layout.mean};
-    ds->std = {layout.std};
-  } else {
-    ds->mean = {0.0};
-    ds->std = {1.0};
-  }
+  ds->set_normalization(o.normalize, {layout.mean}, {layout.std});
   return ds;
 }
 

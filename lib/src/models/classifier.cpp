@@ -114,8 +114,9 @@ void load_pretrained(Classifier& model, const BackboneInit& init) {
   bool resampled = false;
   if (file.has("pos_embed") && params.contains("backbone.pos_embed")) {
     torch::Tensor target = params["backbone.pos_embed"];
-    torch::Tensor stored = file.get("pos_embed");
-    if (stored.dim() == 3 && stored.size(2) == target.size(2) && stored.size(1) != target.size(1)) {
+    const std::vector<int64_t>& shape = file.info("pos_embed").shape;  // read the data only to resample
+    if (shape.size() == 3 && shape[2] == target.size(2) && shape[1] != target.size(1)) {
+      torch::Tensor stored = file.get("pos_embed");
       const auto side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(target.size(1) - 1))));
       torch::NoGradGuard no_grad;
       target.copy_(resample_pos_embed(stored, {side, side}));

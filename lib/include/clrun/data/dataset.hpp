@@ -22,7 +22,12 @@ struct Dataset {
   Split train, test;
   int64_t num_classes = 0;
   std::vector<std::string> class_names;
-  std::vector<double> mean, std;  ///< per channel, for inputs scaled to [0, 1]
+  std::vector<double> mean, std;  ///< per channel (or one for all), for inputs scaled to [0, 1]
+  /// The `normalize` option of every reader: the data set's statistics, or none (0 and 1).
+  void set_normalization(bool normalize, std::vector<double> mean_, std::vector<double> std_) {
+    mean = normalize ? std::move(mean_) : std::vector<double>{0.0};
+    std = normalize ? std::move(std_) : std::vector<double>{1.0};
+  }
   std::vector<int64_t> input_shape() const {
     return {train.images.size(1), train.images.size(2), train.images.size(3)};
   }
