@@ -155,3 +155,18 @@ TEST_CASE("backbone.init loads timm-named safetensors weights, resampling pos_em
   CHECK_THROWS_WITH(parse_spec("backbone: {name: mlp, init: he}", "x.yaml"),
                     Catch::Contains("expected default, xavier_uniform or {safetensors: PATH, strict: true}, got 'he'"));
 }
+
+TEST_CASE("a vit run resumed mid-task gives the uninterrupted run's numbers", "[models][vit][run]") {
+  spdlog::set_level(spdlog::level::warn);
+  test::TempDir dir("vit_resume");
+  test::write_tiny_mnist(dir.path());
+  // dropout and stochastic depth draw from the generator the checkpoint restores
+  ExperimentSpec spec = parse_spec(
+      test::tiny_config(dir.path()), "tiny.yaml",
+      {parse_override("backbone={name: vit, width: 16, depth: 2, heads: 2, patch: 4, dropout: 0.1, drop_path: 0.1}"),
+       parse_override("train.epochs=1")});
+  auto [expected, resumed] = test::run_interrupted_and_resumed(spec, dir.path(), /*task=*/1, /*step=*/2);
+  CHECK(resumed["accuracy"] == expected["accuracy"]);
+  CHECK(resumed["metrics"] == expected["metrics"]);
+  for (int t = 0; t < 3; ++t) CHECK(resumed["per_task"][t]["mean_loss"] == expected["per_task"][t]["mean_loss"]);
+}
