@@ -37,5 +37,6 @@ using DatasetRegistry = Registry<Dataset>;
 // One register function per reader file; components.cpp calls them all.
 void register_mnist(DatasetRegistry& registry);  // fashion-mnist, mnist
 void register_cifar(DatasetRegistry& registry);  // cifar10, cifar100
+void register_image_folder(DatasetRegistry& registry);  // image_folder, imagenet-r, imagenet-a
 
 }  // namespace clrun
