@@ -135,8 +135,9 @@ ExperimentSpec parse_spec(const std::string& yaml_text, const std::string& sourc
   if (spec.name.empty()) spec.name = std::filesystem::path(source_name).stem().string();
 
   ConfigNode stream = root.child("stream");
-  spec.stream = parse_component(reg.streams, stream, "split", {"dataset", "validation"});
+  spec.stream = parse_component(reg.streams, stream, "split", {"dataset", "validation", "transforms"});
   read_common(spec.stream_common, stream);
+  spec.transforms = parse_transforms(stream.child("transforms"));
   spec.dataset = parse_component(reg.datasets, stream.child("dataset"), "fashion-mnist");
   spec.backbone = parse_component(reg.backbones, root.child("backbone"), "mlp", {"init"});
   read_common(spec.backbone_common, root.child("backbone"));
@@ -172,6 +173,8 @@ nlohmann::json ExperimentSpec::resolved() const {
   j["stream"] = stream.resolved;
   j["stream"]["dataset"] = dataset.resolved;
   j["stream"].update(options_to_json(stream_common));
+  // Absent unless configured, so that configs without transforms keep their run directories.
+  if (!transforms.resolved.is_null()) j["stream"]["transforms"] = transforms.resolved;
   j["backbone"] = backbone.resolved;
   j["backbone"].update(options_to_json(backbone_common));
   j["strategy"] = strategy.resolved;

@@ -40,16 +40,45 @@ Stream::Stream(std::string name_, const Dataset& data, Scenario scenario_, std::
   train = {data.train.images, map.index_select(0, data.train.labels)};
   test = {data.test.images, map.index_select(0, data.test.labels)};
   for (int64_t k = 0; k < num_classes; ++k) class_names.push_back(data.class_names.at(class_order[k]));
-  int64_t channels = input_shape.at(0);
+  data_shape_ = input_shape;
+  set_normalization(data.mean, data.std);
+}
+
+void Stream::set_normalization(const std::vector<double>& means, const std::vector<double>& stds) {
+  int64_t channels = data_shape_.at(0);
   std::vector<float> scale(channels), shift(channels);
   for (int64_t c = 0; c < channels; ++c) {
-    double mean = data.mean.size() == 1 ? data.mean[0] : data.mean.at(c);
-    double std = data.std.size() == 1 ? data.std[0] : data.std.at(c);
+    double mean = means.size() == 1 ? means[0] : means.at(c);
+    double std = stds.size() == 1 ? stds[0] : stds.at(c);
     scale[c] = static_cast<float>(1.0 / (255.0 * std));
     shift[c] = static_cast<float>(-mean / std);
   }
   scale_ = torch::tensor(scale).view({1, channels, 1, 1});
   shift_ = torch::tensor(shift).view({1, channels, 1, 1});
+}
+
+void Stream::set_image_transforms(const TransformsSpec& spec) {
+  if (spec.empty()) return;
+  const int64_t channels = data_shape_.at(0);
+  if (!spec.mean.empty()) {
+    for (std::size_t n : {spec.mean.size(), spec.std.size()})
+      if (n != 1 && static_cast<int64_t>(n) != channels)
+        throw InputError("stream.transforms: mean and std have " + std::to_string(n) + " values for " + dataset + "'s " +
+                         std::to_string(channels) + "-channel images (give 1 or " + std::to_string(channels) + ")");
+    set_normalization(spec.mean, spec.std);
+  }
+  const std::vector<int64_t> train_shape = spec.train.output_shape(data_shape_), test_shape = spec.test.output_shape(data_shape_);
+  if (train_shape != test_shape) {
+    auto text = [](const std::vector<int64_t>& s) { return std::to_string(s[0]) + "x" + std::to_string(s[1]) + "x" + std::to_string(s[2]); };
+    throw InputError("stream.transforms: the train transforms make " + text(train_shape) + " inputs of " + dataset + "'s " +
+                     text(data_shape_) + " images, the test transforms " + text(test_shape) +
+                     "; the model needs one input shape (end both lists with the same size)");
+  }
+  input_shape = test_shape;
+  train_transforms_ = spec.train.empty() ? nullptr : std::make_shared<const TransformPipeline>(spec.train);
+  test_transforms_ = spec.test.empty() ? nullptr : std::make_shared<const TransformPipeline>(spec.test);
+  transforms_json_ = spec.resolved;
+  transforms_json_["data_shape"] = data_shape_;
 }
 
 void Stream::to(torch::Device device) {
@@ -66,23 +95,27 @@ void Stream::to(torch::Device device) {
   shift_ = shift_.to(device);
 }
 
-torch::Tensor Stream::prepare(const torch::Tensor& raw, const Task& task) const {
+torch::Tensor Stream::prepare(const torch::Tensor& raw, const Task& task, at::Generator* train) const {
   torch::Tensor x = raw.to(torch::kFloat32);
-  if (!task.transform) return x.mul_(scale_).add_(shift_);
-  // Transforms see [0, 1] images so that their fill value (0) is the data set's black.
-  x = task.transform->apply(x.div_(255.0));
+  const TransformPipeline* images = train ? train_transforms_.get() : test_transforms_.get();
+  if (!task.transform && !images) return x.mul_(scale_).add_(shift_);
+  // Transforms see [0, 1] images so that their fill value (0) is the data set's black. The
+  // task's transform (domain-IL) sees the stored images, the image transforms its output.
+  x.div_(255.0);
+  if (task.transform) x = task.transform->apply(x);
+  if (images) x = images->apply(x, train).contiguous();  // a crop may be a view
   return x.mul_(scale_ * 255.0).add_(shift_);
 }
 
 torch::Tensor Stream::prepare_by_task(const torch::Tensor& raw, const torch::Tensor& task_ids,
-                                      const std::vector<int>& tasks) const {
-  if (!has_transforms() || tasks.empty()) return prepare(raw, this->tasks.at(tasks.empty() ? 0 : tasks[0]));
+                                      const std::vector<int>& tasks, at::Generator* train) const {
+  if (!has_transforms() || tasks.empty()) return prepare(raw, this->tasks.at(tasks.empty() ? 0 : tasks[0]), train);
   std::vector<int64_t> shape = {raw.size(0)};
   shape.insert(shape.end(), input_shape.begin(), input_shape.end());
   torch::Tensor x = torch::empty(shape, torch::TensorOptions(torch::kFloat32).device(raw.device()));
   for (int t : tasks) {
     torch::Tensor sel = task_ids.eq(t).nonzero().view(-1);
-    if (sel.numel() > 0) x.index_copy_(0, sel, prepare(raw.index_select(0, sel), this->tasks.at(t)));
+    if (sel.numel() > 0) x.index_copy_(0, sel, prepare(raw.index_select(0, sel), this->tasks.at(t), train));
   }
   return x;
 }
@@ -164,11 +197,15 @@ nlohmann::json Stream::describe() const {
     if (t.transform) j["transform"] = t.transform->describe();
     tasks_json.push_back(j);
   }
-  return {{"name", name},         {"dataset", dataset},         {"evaluated_on", validation ? "validation" : "test"},         {"scenario", to_string(scenario)},
+  nlohmann::json j = {{"name", name},         {"dataset", dataset},         {"evaluated_on", validation ? "validation" : "test"},         {"scenario", to_string(scenario)},
           {"num_classes", num_classes}, {"class_order", class_order}, {"class_names", class_names},
           {"input_shape", input_shape}, {"num_tasks", num_tasks()}, {"tasks", tasks_json}};
+  if (!transforms_json_.is_null()) j["image_transforms"] = transforms_json_;
+  return j;
 }
 
+// Class statistics (EWC's Fisher, SoTU's heads) see the test transforms, as RanPAC computes
+// them: inputs(...) without a generator.
 void for_each_train_batch(const Stream& stream, int task, int64_t batch_size, int64_t limit,
                           const std::function<void(const Batch&)>& fn) {
   const Task& tk = stream.tasks.at(task);

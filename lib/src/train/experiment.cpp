@@ -175,6 +175,7 @@ std::optional<nlohmann::json> claim_run_dir(const RunDir& dir, const RunOptions&
 std::shared_ptr<Stream> build_stream(const ExperimentSpec& spec, torch::Device device) {
   std::shared_ptr<Stream> stream = spec.stream.build(spec.dataset.build(), spec.seed);
   if (spec.stream_common.validation > 0) stream->carve_validation(spec.stream_common.validation);
+  stream->set_image_transforms(spec.transforms);
   stream->check_tasks();
   stream->to(device);
   return stream;

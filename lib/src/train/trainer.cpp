@@ -67,14 +67,16 @@ Trainer::TrainingSet Trainer::training_set(int task) const {
   return set;
 }
 
-Batch Trainer::make_batch(const TrainingSet& set, const torch::Tensor& positions, const Task& current) const {
+Batch Trainer::make_batch(const TrainingSet& set, const torch::Tensor& positions, const Task& current,
+                          at::Generator* train_transforms) const {
   Batch b;
   b.index = set.rows.index_select(0, positions);
   b.task_ids = set.task_ids.index_select(0, positions);
   b.targets = stream_.train.labels.index_select(0, b.index);
   // Several domain-IL tasks at once (cumulative/joint): each row gets its own task's transform.
-  b.inputs = set.single_transform ? stream_.inputs(stream_.train, b.index, current)
-                                  : stream_.inputs_by_task(stream_.train, b.index, b.task_ids, set.tasks);
+  b.inputs = set.single_transform
+                 ? stream_.inputs(stream_.train, b.index, current, train_transforms)
+                 : stream_.inputs_by_task(stream_.train, b.index, b.task_ids, set.tasks, train_transforms);
   return b;
 }
 
@@ -261,8 +263,16 @@ TaskStats Trainer::train_task(int task) {
       if (interrupt_requested()) throw Interrupted();
       if (per_step_lr) set_learning_rate(scheduler_->lr(base_lr_, totals.steps, total_steps));
       std::vector<Batch> micro;
-      for (int64_t m = b * K; m < std::min(batches_per_epoch, (b + 1) * K); ++m)
-        micro.push_back(make_batch(set, order.slice(0, m * B, std::min(n, (m + 1) * B)), current));
+      for (int64_t m = b * K; m < std::min(batches_per_epoch, (b + 1) * K); ++m) {
+        // Random image transforms draw from (seed, task, epoch, batch) alone, like the shuffle:
+        // a resumed run augments identically; without them nothing is drawn.
+        std::optional<at::Generator> augment;
+        if (stream_.has_train_transforms())
+          augment = make_generator(spec_.seed, {seed_purpose::train_transform, static_cast<uint64_t>(task),
+                                                static_cast<uint64_t>(epoch), static_cast<uint64_t>(m)});
+        micro.push_back(make_batch(set, order.slice(0, m * B, std::min(n, (m + 1) * B)), current,
+                                   augment ? &*augment : nullptr));
+      }
       step(task, epoch, std::move(micro), totals);
       if (!first_step_) first_step_ = std::chrono::steady_clock::now();
       if (on_step_) on_step_(task, totals.steps);

@@ -9,6 +9,7 @@
 
 #include "clrun/components.hpp"
 #include "clrun/core/registry.hpp"
+#include "clrun/data/transforms.hpp"
 #include "clrun/models/model.hpp"
 
 namespace clrun {
@@ -98,6 +99,7 @@ struct ExperimentSpec {
   Component<BackboneRegistry> backbone;
   Component<StrategyRegistry> strategy;
   StreamCommon stream_common;
+  TransformsSpec transforms;  ///< stream.transforms: image transforms of training and test inputs
   BackboneCommon backbone_common;
   TrainSpec train;
   EvalSpec eval;

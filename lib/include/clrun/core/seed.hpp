@@ -21,6 +21,7 @@ constexpr uint64_t permutation = 2;
 constexpr uint64_t model_init = 3;
 constexpr uint64_t strategy = 4;
 constexpr uint64_t validation = 5;
+constexpr uint64_t train_transform = 10;  ///< random image transforms: (seed, purpose, task, epoch, batch)
 }  // namespace seed_purpose
 
 }  // namespace clrun

@@ -12,6 +12,7 @@
 #include "clrun/core/registry.hpp"
 #include "clrun/data/batch.hpp"
 #include "clrun/data/dataset.hpp"
+#include "clrun/data/transforms.hpp"
 #include "clrun/streams/class_order.hpp"
 
 namespace clrun {
@@ -57,21 +58,31 @@ class Stream {
   void to(torch::Device device);
   torch::Device device() const { return train.images.device(); }
   /// Normalised float inputs of `rows` of `split`, with `task`'s transform applied.
-  torch::Tensor inputs(const Split& split, const torch::Tensor& rows, const Task& task) const {
-    return prepare(split.images.index_select(0, rows), task);
+  torch::Tensor inputs(const Split& split, const torch::Tensor& rows, const Task& task,
+                       at::Generator* train = nullptr) const {
+    return prepare(split.images.index_select(0, rows), task, train);
   }
   /// The same when rows belong to several tasks (`task_ids`, all among `tasks`).
   torch::Tensor inputs_by_task(const Split& split, const torch::Tensor& rows, const torch::Tensor& task_ids,
-                               const std::vector<int>& tasks) const {
-    return prepare_by_task(split.images.index_select(0, rows), task_ids, tasks);
+                               const std::vector<int>& tasks, at::Generator* train = nullptr) const {
+    return prepare_by_task(split.images.index_select(0, rows), task_ids, tasks, train);
   }
-  /// Raw images (the data set's dtype, e.g. uint8 [B, C, H, W]) -> normalised float inputs.
-  torch::Tensor prepare(const torch::Tensor& raw, const Task& task) const;
+  /// Raw images (the data set's dtype, e.g. uint8 [B, C, H, W]) -> normalised float inputs, with
+  /// the test image transforms, or with the train ones drawn from `train` when it is given
+  /// (training batches: the Trainer's generator of the batch).
+  torch::Tensor prepare(const torch::Tensor& raw, const Task& task, at::Generator* train = nullptr) const;
   /// The same, each row with its own task's transform (replay memories, domain-IL joint).
   torch::Tensor prepare_by_task(const torch::Tensor& raw, const torch::Tensor& task_ids,
-                                const std::vector<int>& tasks) const;
+                                const std::vector<int>& tasks, at::Generator* train = nullptr) const;
   /// Whether any task has an input transform (domain-IL).
   bool has_transforms() const;
+  /// Sets the image transforms (stream.transforms): `test` applies to every input prepare()
+  /// makes without a generator (evaluation, for_each_train_batch, memories), `train` to
+  /// training batches. input_shape becomes their output shape (both must give the same);
+  /// a given mean/std replaces the data set's normalisation. Call before to().
+  void set_image_transforms(const TransformsSpec& spec);
+  /// Whether training batches get random transforms (the Trainer then seeds a generator per batch).
+  bool has_train_transforms() const { return static_cast<bool>(train_transforms_); }
   /// Classes of tasks first..last (inclusive), in label-id order.
   std::vector<int64_t> classes_of(int first, int last) const;
   /// Hyperparameter search: a stratified `fraction` of every class's training rows (drawn with
@@ -86,7 +97,12 @@ class Stream {
   nlohmann::json describe() const;
 
  private:
+  /// Scale and shift of x / 255 / std - mean / std as one multiply-add ([1, C, 1, 1]).
+  void set_normalization(const std::vector<double>& mean, const std::vector<double>& std);
   torch::Tensor scale_, shift_;  ///< [1, C, 1, 1]: x / 255 / std - mean / std in one multiply-add
+  std::shared_ptr<const TransformPipeline> train_transforms_, test_transforms_;  ///< null: none
+  std::vector<int64_t> data_shape_;  ///< [C, H, W] of the stored images
+  nlohmann::json transforms_json_;   ///< for describe(); null: none
 };
 
 /// Visits task `task`'s training data in stored order in batches of `batch_size` (inputs

@@ -73,8 +73,9 @@ class Trainer {
     int64_t steps = 0, samples = 0;
   };
   TrainingSet training_set(int task) const;
-  /// The minibatch at `positions` of `set`.
-  Batch make_batch(const TrainingSet& set, const torch::Tensor& positions, const Task& current) const;
+  /// The minibatch at `positions` of `set`; `train_transforms` draws its random image transforms.
+  Batch make_batch(const TrainingSet& set, const torch::Tensor& positions, const Task& current,
+                   at::Generator* train_transforms) const;
   /// Per-task logit masks for train.logits while training `task`.
   torch::Tensor loss_masks(int task) const;
   /// Freezes what no group holds and (re)builds the optimizer if needed.
