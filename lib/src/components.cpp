@@ -8,6 +8,7 @@ Registries make_registries() {
   Registries r;
   register_mnist(r.datasets);
   register_cifar(r.datasets);
+  register_image_folder(r.datasets);
   register_split(r.streams);
   register_permuted(r.streams);
   register_rotated(r.streams);
@@ -23,6 +24,7 @@ Registries make_registries() {
   register_replay(r.strategies);
   register_agem(r.strategies);
   register_migu(r.strategies);
+  register_sotu(r.strategies);
   register_optimizers(r.optimizers);
   register_schedulers(r.schedulers);
   return r;

@@ -24,3 +24,19 @@ TEST_CASE("UTF-8 validation", "[core]") {
   CHECK_FALSE(is_valid_utf8("\xf4\x90\x80\x80"));  // past U+10FFFF
   CHECK_FALSE(is_valid_utf8("a\x80z"));            // stray continuation byte
 }
+
+TEST_CASE("glob patterns over parameter names", "[core]") {
+  CHECK(clrun::glob_match("*", ""));
+  CHECK(clrun::glob_match("*", "blocks.0.attn.qkv.weight"));
+  CHECK(clrun::glob_match("blocks.*.attn.*", "blocks.11.attn.qkv.weight"));
+  CHECK_FALSE(clrun::glob_match("blocks.*.attn.*", "blocks.11.mlp.fc1.weight"));
+  CHECK(clrun::glob_match("*fc0", "layers.fc0"));
+  CHECK_FALSE(clrun::glob_match("*fc0", "layers.fc0.weight"));
+  CHECK(clrun::glob_match("a*b*c", "axxbyybzc"));
+  CHECK_FALSE(clrun::glob_match("a*b*c", "axxbyybz"));
+  CHECK(clrun::glob_match("head", "head"));
+  CHECK_FALSE(clrun::glob_match("head", "heads"));
+  CHECK(clrun::glob_match("a.b", "a.b"));
+  CHECK_FALSE(clrun::glob_match("a.b", "axb"));  // '.' is literal
+  CHECK(clrun::glob_match("**x", "x"));
+}

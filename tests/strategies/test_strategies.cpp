@@ -135,6 +135,7 @@ TEST_CASE("every registered strategy runs, learns and leaves its own traces", "[
     CHECK(calls.at("after_step").get<int64_t>() == steps);
     CHECK(calls.at("before_forward").get<int64_t>() == steps);
     CHECK(calls.at("eval_logits") == 12);
+    CHECK(calls.at("eval_forward") == 12);
     CHECK(calls.at("before_task") == 3);
 
     if (name == "joint") {
@@ -157,6 +158,7 @@ TEST_CASE("every registered strategy runs, learns and leaves its own traces", "[
     // rows trained on: 2 epochs of each task's 40 (cumulative: of tasks 0..t), plus memory rows
     const bool replays = name == "replay" || name == "der" || name == "derpp";
     if (replays) CHECK(samples > 3 * 2 * 40);
+    else if (name == "ranpac") CHECK(samples == 0);  // a frozen backbone: only the ridge head learns
     else CHECK(samples == (name == "cumulative" ? 2 * (40 + 80 + 120) : 3 * 2 * 40));
   }
 }
@@ -206,6 +208,20 @@ TEST_CASE("strategy-specific state and loss terms in metrics.json", "[strategies
     CHECK(fc0.at("masked") == true);
     CHECK(fc0.at("updated_fraction").get<double>() > 0);
     CHECK(fc0.at("updated_fraction").get<double>() < 0.5);
+  }
+  // SoTU: one merge per task keeping about `keep` (0.1) of the delta, a prototype head fitted
+  // on each task; RanPAC: no merge, a ridge head with a searched lambda
+  const auto& sotu = state("sotu").at("tasks");
+  REQUIRE(sotu.size() == 3);
+  for (const auto& t : sotu) {
+    CHECK(t.at("kept_fraction").get<double>() == Approx(0.1).margin(0.03));
+    CHECK(t.at("head").at("samples") == 40);
+  }
+  const auto& ranpac = state("ranpac").at("tasks");
+  REQUIRE(ranpac.size() == 3);
+  for (const auto& t : ranpac) {
+    CHECK_FALSE(t.contains("kept_fraction"));
+    CHECK(t.at("head").at("lambda").get<double>() > 0);
   }
 }
 

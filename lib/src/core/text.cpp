@@ -94,4 +94,25 @@ bool is_valid_utf8(const std::string& s) {
   return true;
 }
 
+bool glob_match(const std::string& pattern, const std::string& name) {
+  // Greedy matching with one backtrack point (the last '*'): linear in practice, no regex.
+  std::size_t p = 0, n = 0, star = std::string::npos, resume = 0;
+  while (n < name.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      resume = n;
+    } else if (p < pattern.size() && pattern[p] == name[n]) {
+      ++p;
+      ++n;
+    } else if (star != std::string::npos) {
+      p = star + 1;
+      n = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
 }  // namespace clrun

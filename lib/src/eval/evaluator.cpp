@@ -38,7 +38,8 @@ EvalRow Evaluator::evaluate(Model& model, int trained_task) {
       batch.inputs = stream_.inputs(stream_.test, batch.index, task);
       batch.targets = stream_.test.labels.index_select(0, batch.index);
       batch.task_ids = torch::full_like(batch.index, task.index);
-      torch::Tensor logits = strategy_.eval_logits(EvalContext{trained_task, task.index, model, stream_}, model.forward(batch));
+      const EvalContext ctx{trained_task, task.index, model, stream_};
+      torch::Tensor logits = strategy_.eval_logits(ctx, strategy_.eval_forward(ctx, batch));
       const torch::Tensor& y = batch.targets;
       torch::Tensor scored = main_mask.defined() ? logits + main_mask : logits;
       correct += scored.argmax(1).eq(y).sum();

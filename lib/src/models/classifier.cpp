@@ -19,6 +19,10 @@ torch::Tensor Model::task_loss(const torch::Tensor& output, const Batch& batch, 
   return batch.weights.defined() ? (rows * batch.weights).sum() : rows.mean();
 }
 
+torch::Tensor Model::features(const Batch&) {
+  throw std::logic_error("this model has no feature output: the strategy needs a classifier (backbone + head)");
+}
+
 void copy_state(const torch::nn::Module& src, torch::nn::Module& dst) {
   torch::NoGradGuard no_grad;
   auto from = src.named_parameters(), to = dst.named_parameters();

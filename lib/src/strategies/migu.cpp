@@ -17,12 +17,12 @@
 // embedding rows too, as the official code does.
 #include <cmath>
 #include <map>
-#include <regex>
 #include <sstream>
 #include <type_traits>
 
 #include <torch/torch.h>
 
+#include "clrun/core/text.hpp"
 #include "clrun/models/linear.hpp"
 #include "clrun/strategies/strategy.hpp"
 
@@ -54,13 +54,6 @@ struct MiguOptions {
     v("base", base, "the strategy MIGU wraps: {name: replay, memory_size: 500}, ewc, derpp, lwf, ... (default finetune)");
   }
 };
-
-/// "*" matches any run of characters; everything else literally.
-bool matches(const std::string& pattern, const std::string& name) {
-  std::string re;
-  for (char c : pattern) re += c == '*' ? std::string(".*") : (std::isalnum(static_cast<unsigned char>(c)) ? std::string(1, c) : std::string("\\") + c);
-  return std::regex_match(name, std::regex(re));
-}
 
 /// The optimizer's state of `p`: LibTorch 1.x keys it by the pointer's text, 2.x by the pointer.
 template <class Map>
@@ -237,7 +230,7 @@ class Migu : public WrapperStrategy, public nn::Tap {
       const bool head = name == "head" || name == "lm_head";
       if ((head && !o_.include_head) || (!linear && !o_.conv)) continue;
       bool selected = !linear;  // conv: every conv layer (the extension)
-      for (const std::string& p : o_.layers) selected = selected || (linear && p == "all_linear") || matches(p, name);
+      for (const std::string& p : o_.layers) selected = selected || (linear && p == "all_linear") || glob_match(p, name);
       if (!selected) continue;
       index_[layer.get()] = units_.size();
       units_.push_back({name, layer.get(), {}, {}});

@@ -14,7 +14,7 @@ namespace clrun {
 const char* to_string(Hook hook) {
   static const char* const names[] = {"before_task",    "before_forward", "loss_terms",
                                       "before_backward", "after_backward", "after_step",
-                                      "after_task",     "eval_logits"};
+                                      "after_task",     "eval_logits",    "eval_forward"};
   return names[static_cast<std::size_t>(hook)];
 }
 

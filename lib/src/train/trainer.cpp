@@ -3,6 +3,7 @@
 #include "clrun/train/trainer.hpp"
 
 #include <cmath>
+#include <map>
 #include <set>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -306,6 +307,18 @@ void Trainer::save_checkpoint(const std::string& path, const nlohmann::json& sta
     optimizer_->save(optimizer_archive);
     archive.write("optimizer", optimizer_archive);
     archive.write("lr_scales", torch::tensor(lr_scales_, torch::kFloat64));
+    // Each group's parameters as indices into model.parameters(), so that a resumed run
+    // rebuilds the same groups (a strategy's head group, SoTU's tuned subset) before loading.
+    std::map<const void*, int64_t> index;
+    auto params = model_->parameters();
+    for (std::size_t i = 0; i < params.size(); ++i) index[params[i].unsafeGetTensorImpl()] = static_cast<int64_t>(i);
+    std::vector<torch::Tensor> groups;
+    for (const auto& g : optimizer_->param_groups()) {
+      std::vector<int64_t> ids;
+      for (const auto& p : g.params()) ids.push_back(index.at(p.unsafeGetTensorImpl()));
+      groups.push_back(torch::tensor(ids, torch::kInt64));
+    }
+    write_tensors(archive, "optimizer_groups", groups);
   }
   strategy_.save_state(strategy_archive);
   archive.write("strategy", strategy_archive);
@@ -324,20 +337,36 @@ nlohmann::json Trainer::load_checkpoint(const std::string& path) {
   c10::IValue has_optimizer;
   archive.read("has_optimizer", has_optimizer);
   if (has_optimizer.toBool()) {
-    // The kept optimizer holds the parameters that trained last; with the default groups that
-    // is every parameter. A strategy with other groups gets it rebuilt at its next task.
+    // The kept optimizer holds the groups that trained last, rebuilt as saved; a strategy
+    // whose next task trains other groups gets it rebuilt there.
     torch::serialize::InputArchive optimizer_archive;
     archive.read("optimizer", optimizer_archive);
-    std::vector<torch::Tensor> trainable;
-    for (auto& p : model_->parameters())
-      if (p.requires_grad()) trainable.push_back(p);
-    prepare_optimizer({ParamGroup{trainable, 1.0}}, true);
-    optimizer_->load(optimizer_archive);
-    torch::Tensor scales;
-    if (archive.try_read("lr_scales", scales)) {
-      scales = scales.to(torch::kCPU);
-      lr_scales_.assign(scales.data_ptr<double>(), scales.data_ptr<double>() + scales.numel());
+    std::vector<double> scales;
+    torch::Tensor saved_scales;
+    if (archive.try_read("lr_scales", saved_scales)) {
+      saved_scales = saved_scales.to(torch::kCPU);
+      scales.assign(saved_scales.data_ptr<double>(), saved_scales.data_ptr<double>() + saved_scales.numel());
     }
+    std::vector<ParamGroup> groups;
+    auto params = model_->parameters();
+    torch::serialize::InputArchive probe;
+    if (archive.try_read("optimizer_groups", probe)) {
+      auto saved = read_tensors(archive, "optimizer_groups", torch::kCPU);
+      for (std::size_t g = 0; g < saved.size(); ++g) {
+        ParamGroup group{{}, g < scales.size() ? scales[g] : 1.0};
+        for (int64_t i : std::vector<int64_t>(saved[g].data_ptr<int64_t>(), saved[g].data_ptr<int64_t>() + saved[g].numel()))
+          group.params.push_back(params.at(static_cast<std::size_t>(i)));
+        groups.push_back(std::move(group));
+      }
+    } else {  // checkpoints written before the groups were saved: every trainable parameter
+      std::vector<torch::Tensor> trainable;
+      for (auto& p : params)
+        if (p.requires_grad()) trainable.push_back(p);
+      groups.push_back(ParamGroup{trainable, 1.0});
+    }
+    prepare_optimizer(groups, true);
+    optimizer_->load(optimizer_archive);
+    if (!scales.empty()) lr_scales_ = scales;
   }
   archive.read("strategy", strategy_archive);
   strategy_.load_state(strategy_archive);

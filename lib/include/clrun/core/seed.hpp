@@ -22,6 +22,8 @@ constexpr uint64_t model_init = 3;
 constexpr uint64_t strategy = 4;
 constexpr uint64_t validation = 5;
 constexpr uint64_t train_transform = 10;  ///< random image transforms: (seed, purpose, task, epoch, batch)
+constexpr uint64_t sotu_mask = 20;          ///< SoTU's masks: (seed, purpose, task, tensor)
+constexpr uint64_t random_projection = 21;  ///< RanPAC's W_rand
 }  // namespace seed_purpose
 
 }  // namespace clrun

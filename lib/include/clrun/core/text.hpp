@@ -24,4 +24,8 @@ bool is_valid_utf8(const std::string& s);
 
 std::string join(const std::vector<std::string>& parts, const std::string& sep);
 
+/// Whether `name` matches `pattern`, where '*' matches any run of characters (dots included)
+/// and everything else matches itself: parameter and layer name patterns (`blocks.*.attn.*`).
+bool glob_match(const std::string& pattern, const std::string& name);
+
 }  // namespace clrun

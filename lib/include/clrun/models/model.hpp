@@ -21,6 +21,9 @@ class Model : public torch::nn::Module {
  public:
   /// The output of a forward pass over `batch.inputs` (class logits [B, C]).
   virtual torch::Tensor forward(const Batch& batch) = 0;
+  /// The representation the output is computed from ([B, D] backbone features for a classifier),
+  /// for strategies with heads of their own (SoTU's prototype / ridge / RanPAC heads).
+  virtual torch::Tensor features(const Batch& batch);
   /// Per-row task loss [B]. `masks` ([num_tasks, C] additive, undefined = none) restricts each
   /// row's logits by its own task id (train.logits: seen | current).
   virtual torch::Tensor row_loss(const torch::Tensor& output, const Batch& batch, const torch::Tensor& masks) = 0;
@@ -46,6 +49,7 @@ class Classifier : public Model {
   torch::Tensor forward(const Batch& batch) override { return logits(batch.inputs); }
   torch::Tensor logits(const torch::Tensor& x) { return head->forward(backbone->forward(x)); }
   torch::Tensor features(const torch::Tensor& x) { return backbone->forward(x); }
+  torch::Tensor features(const Batch& batch) override { return backbone->forward(batch.inputs); }
   torch::Tensor row_loss(const torch::Tensor& output, const Batch& batch, const torch::Tensor& masks) override;
   torch::Tensor task_loss(const torch::Tensor& output, const Batch& batch, const torch::Tensor& masks) override;
   torch::Tensor sample_targets(const torch::Tensor& output, const Batch& batch, const torch::Tensor& masks,

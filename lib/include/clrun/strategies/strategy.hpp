@@ -14,6 +14,8 @@
 //              after_step(StepContext)        sees the updated weights (SI, replay buffers)
 //   after_task(TaskContext)                   once per task, after its last step (EWC Fisher,
 //                                             SoTU merge)
+//   eval_forward(EvalContext, batch)          evaluation: the logits of a batch (default: the
+//                                             model's forward; SoTU's heads read the features)
 //   eval_logits(EvalContext, logits)          evaluation-time head restriction / correction
 //
 // The public hook functions are non-virtual: they count calls and time the per-task hooks,
@@ -50,6 +52,7 @@ enum class Hook {
   after_step,
   after_task,
   eval_logits,
+  eval_forward,
   count_
 };
 constexpr std::size_t kNumHooks = static_cast<std::size_t>(Hook::count_);
@@ -143,6 +146,10 @@ class Strategy {
   void after_backward(StepContext& ctx) { count(Hook::after_backward); on_after_backward(ctx); }
   void after_step(StepContext& ctx) { count(Hook::after_step); on_after_step(ctx); }
   void after_task(TaskContext& ctx);
+  torch::Tensor eval_forward(const EvalContext& ctx, const Batch& batch) {
+    count(Hook::eval_forward);
+    return on_eval_forward(ctx, batch);
+  }
   torch::Tensor eval_logits(const EvalContext& ctx, torch::Tensor logits) {
     count(Hook::eval_logits);
     return on_eval_logits(ctx, std::move(logits));
@@ -167,6 +174,7 @@ class Strategy {
   virtual void on_after_backward(StepContext&) {}
   virtual void on_after_step(StepContext&) {}
   virtual void on_after_task(TaskContext&) {}
+  virtual torch::Tensor on_eval_forward(const EvalContext& ctx, const Batch& batch) { return ctx.model.forward(batch); }
   virtual torch::Tensor on_eval_logits(const EvalContext&, torch::Tensor logits) { return logits; }
   /// The strategy's own checkpoint state (buffers, anchors, Fisher matrices, teachers, ...).
   virtual void save(torch::serialize::OutputArchive&) const {}
@@ -223,6 +231,9 @@ class WrapperStrategy : public Strategy {
   void on_after_backward(StepContext& ctx) override { base_->after_backward(ctx); }
   void on_after_step(StepContext& ctx) override { base_->after_step(ctx); }
   void on_after_task(TaskContext& ctx) override { base_->after_task(ctx); }
+  torch::Tensor on_eval_forward(const EvalContext& ctx, const Batch& batch) override {
+    return base_->eval_forward(ctx, batch);
+  }
   torch::Tensor on_eval_logits(const EvalContext& ctx, torch::Tensor logits) override {
     return base_->eval_logits(ctx, std::move(logits));
   }
@@ -241,6 +252,7 @@ void register_lwf(StrategyRegistry& registry);
 void register_replay(StrategyRegistry& registry);  // replay (ER), der, derpp
 void register_agem(StrategyRegistry& registry);
 void register_migu(StrategyRegistry& registry);
+void register_sotu(StrategyRegistry& registry);  // sotu, ranpac
 
 /// Options struct for strategies without parameters.
 struct NoOptions {
