@@ -15,6 +15,7 @@ Registries make_registries() {
   register_mlp(r.backbones);
   register_cnn(r.backbones);
   register_vit(r.backbones);
+  register_resnet(r.backbones);
   register_finetune(r.strategies);
   register_joint(r.strategies);
   register_cumulative(r.strategies);

@@ -24,6 +24,7 @@ using BackboneRegistry = Registry<Backbone, std::vector<int64_t>>;
 void register_mlp(BackboneRegistry& registry);
 void register_cnn(BackboneRegistry& registry);
 void register_vit(BackboneRegistry& registry);
+void register_resnet(BackboneRegistry& registry);
 
 /// Number of trainable scalars.
 int64_t count_parameters(const torch::nn::Module& module);
