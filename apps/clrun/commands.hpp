@@ -25,5 +25,7 @@ void set_run_command(CLI::App& app);
 void set_validate_command(CLI::App* sub);
 void set_list_command(CLI::App* sub);
 void set_report_command(CLI::App* sub);
+void set_export_command(CLI::App* sub);
+void set_forward_command(CLI::App* sub);
 
 }  // namespace clrun::app

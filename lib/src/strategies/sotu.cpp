@@ -77,6 +77,7 @@ struct SotuOptions {
   std::vector<std::string> tune = {"*"};
   bool keep_task_deltas = false;
   bool diagnostics = true;
+  double tune_lr_scale = 1;
   double head_lr_scale = 1;
   HeadOptions heads;
 
@@ -96,6 +97,8 @@ struct SotuOptions {
       "['blocks.*.attn.*']; [] freezes the backbone after the anchor");
     v("keep_task_deltas", keep_task_deltas, "store each task's sparse delta (pairwise cosine diagnostics; memory keep*T*params)");
     v("diagnostics", diagnostics, "re-draw earlier masks after each merge to measure collisions (O(tasks*params) time)");
+    v("tune_lr_scale", tune_lr_scale, "learning-rate multiplier of the tuned backbone parameters at the tasks after the "
+      "anchor (a base session trains at the configured rate)", at_least(0));
     v("head_lr_scale", head_lr_scale, "learning-rate multiplier of the classifier head while fine-tuning", at_least(0));
     heads.fields(v);
   }
@@ -254,7 +257,7 @@ class Sotu : public Strategy {
   std::vector<ParamGroup> parameter_groups(TaskContext& ctx) override {
     if (anchor_task(ctx.task)) return Strategy::parameter_groups(ctx);
     collect(ctx.model);
-    ParamGroup backbone, head{{}, o_.head_lr_scale};
+    ParamGroup backbone{{}, o_.tune_lr_scale}, head{{}, o_.head_lr_scale};
     for (const Entry& e : entries_) backbone.params.push_back(e.param);
     for (auto& item : ctx.model.named_parameters())
       if (item.key().rfind("head.", 0) == 0) head.params.push_back(item.value());
