@@ -92,3 +92,31 @@ TEST_CASE("clrun export and forward refuse bad input with clear errors", "[io][m
   CHECK_THROWS_WITH(forward_file(run, {}, dir / "big.safetensors", "", dir / "o.safetensors", 0, std::nullopt),
                     Catch::Contains("pos_embed"));
 }
+
+TEST_CASE("clrun export names a resnet's head fc, as torchvision; it loads back", "[io][model_io]") {
+  spdlog::set_level(spdlog::level::warn);
+  test::TempDir dir("export_resnet");
+  test::write_tiny_mnist(dir.path());
+  const std::string resnet = "backbone={name: resnet, variant: resnet18_cifar, width: 4";
+  ExperimentSpec spec = parse_spec(test::tiny_config(dir.path()), "tiny.yaml",
+                                   {parse_override(resnet + "}"), parse_override("stream.num_tasks=1"),
+                                   parse_override("train.epochs=1")});
+  RunOptions options;
+  options.out_dir = dir / "run";
+  run_experiment(spec, options);
+  const std::string file = dir / "resnet.safetensors";
+  export_run(options.out_dir, std::nullopt, file);
+  SafetensorsFile exported(file);
+  for (const char* name : {"conv1.weight", "bn1.running_mean", "layer4.1.bn2.weight", "fc.weight", "fc.bias"}) {
+    INFO(name);
+    CHECK(exported.has(name));
+  }
+  CHECK_FALSE(exported.has("head.weight"));
+  torch::manual_seed(2);
+  write_safetensors(dir / "in.safetensors", {{"x", torch::randn({2, 1, 12, 12})}});
+  std::ofstream(dir / "model.yaml") << test::tiny_config(dir.path());
+  forward_file(options.out_dir, {}, dir / "in.safetensors", "", dir / "a.safetensors", 0, std::nullopt);
+  forward_file(dir / "model.yaml", {resnet + ", init: {safetensors: " + file + "}}"}, dir / "in.safetensors", "",
+               dir / "b.safetensors", 0, std::nullopt);
+  CHECK(SafetensorsFile(dir / "a.safetensors").get("logits").equal(SafetensorsFile(dir / "b.safetensors").get("logits")));
+}

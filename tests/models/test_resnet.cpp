@@ -329,13 +329,12 @@ TEST_CASE("resnet matches torchvision's ResNet and PyCIL's resnet32 numerically"
   test::TempDir dir("resnet_parity");
   for (const Reference& ref : references()) {
     SECTION(ref.name) {
-      // the reference's weights under its own names (fc.* as head.*), loaded through backbone.init
+      // the reference's weights under its own names (fc.* included), loaded through backbone.init
       std::vector<std::pair<std::string, torch::Tensor>> tensors;
       const std::vector<StateEntry> entries = read_state_dict(ref.name);
       for (std::size_t k = 0; k < entries.size(); ++k) {
         const std::string& name = entries[k].name;
-        const std::string stored = name.rfind("fc.", 0) == 0 ? "head." + name.substr(3) : name;
-        tensors.emplace_back(stored, make_weight(static_cast<int64_t>(k), name, entries[k].shape));
+        tensors.emplace_back(name, make_weight(static_cast<int64_t>(k), name, entries[k].shape));
       }
       const std::string weights = dir / (ref.name + ".safetensors");
       write_safetensors(weights, tensors);
@@ -350,7 +349,7 @@ TEST_CASE("resnet matches torchvision's ResNet and PyCIL's resnet32 numerically"
         INFO(name);
         if (ends_with(name, "running_var") || ends_with(name, "running_mean"))
           REQUIRE(torch::equal(buffers["backbone." + name], t));
-        if (name == "head.weight") REQUIRE(torch::equal(model->head->weight, t));  // the head too
+        if (name == "fc.weight") REQUIRE(torch::equal(model->head->weight, t));  // the head too
       }
 
       model->eval();

@@ -89,10 +89,13 @@ std::vector<std::pair<std::string, torch::Tensor>> checkpoint_model_tensors(cons
   return out;
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> public_names(std::vector<std::pair<std::string, torch::Tensor>> tensors) {
-  const std::string prefix = "backbone.";
-  for (auto& [name, t] : tensors)
+std::vector<std::pair<std::string, torch::Tensor>> public_names(std::vector<std::pair<std::string, torch::Tensor>> tensors,
+                                                                const std::string& head_name) {
+  const std::string prefix = "backbone.", head = "head.";
+  for (auto& [name, t] : tensors) {
     if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
+    else if (name.rfind(head, 0) == 0) name = head_name + "." + name.substr(head.size());
+  }
   return tensors;
 }
 
@@ -115,8 +118,12 @@ std::string run_checkpoint(const std::string& run_dir, std::optional<int> task) 
 
 std::size_t export_run(const std::string& run_dir, std::optional<int> task, const std::string& out) {
   const std::string checkpoint = run_checkpoint(run_dir, task);
-  auto tensors = public_names(checkpoint_model_tensors(checkpoint));
   const nlohmann::json config = read_json_file(RunDir(run_dir).file("config.json"));
+  // The head's public name is the backbone's (built on the run's input shape, from metrics.json).
+  const nlohmann::json metrics = read_json_file(RunDir(run_dir).file("metrics.json"));
+  const auto shape = metrics.at("stream").at("input_shape").get<std::vector<int64_t>>();
+  const std::string head_name = load_spec(RunDir(run_dir).file("config.yaml")).backbone.build(shape)->head_name();
+  auto tensors = public_names(checkpoint_model_tensors(checkpoint), head_name);
   std::map<std::string, std::string> metadata = {
       {"format", "pt"},  // what transformers / timm expect of a PyTorch state dict
       {"clrun_run_dir", fs::absolute(run_dir).string()},

@@ -111,10 +111,12 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 void load_pretrained(Classifier& model, const BackboneInit& init) {
   SafetensorsFile file(init.path);
   auto params = model.named_parameters();
-  // A pre-trained head is kept only if it fits this run's classes.
-  bool load_head = file.has("head.weight") &&
-                   file.info("head.weight").shape == model.head->weight.sizes().vec() &&
-                   (!file.has("head.bias") || file.info("head.bias").shape == model.head->bias.sizes().vec());
+  // A pre-trained head (named as the backbone's reference names it) is kept only if it fits
+  // this run's classes.
+  const std::string head = model.backbone->head_name() + ".";
+  bool load_head = file.has(head + "weight") &&
+                   file.info(head + "weight").shape == model.head->weight.sizes().vec() &&
+                   (!file.has(head + "bias") || file.info(head + "bias").shape == model.head->bias.sizes().vec());
   bool resampled = false;
   if (file.has("pos_embed") && params.contains("backbone.pos_embed")) {
     torch::Tensor target = params["backbone.pos_embed"];
@@ -130,7 +132,7 @@ void load_pretrained(Classifier& model, const BackboneInit& init) {
     }
   }
   auto rename = [&](const std::string& name) -> std::string {
-    if (name.rfind("head.", 0) == 0) return load_head ? name : "";
+    if (name.rfind(head, 0) == 0) return load_head ? "head." + name.substr(head.size()) : "";
     if (resampled && name == "pos_embed") return "";
     return "backbone." + name;
   };
@@ -141,9 +143,9 @@ void load_pretrained(Classifier& model, const BackboneInit& init) {
                                  return n.rfind("head.", 0) == 0 || (resampled && n == "backbone.pos_embed");
                                }),
                 missing.end());
-  if (!load_head && file.has("head.weight"))
-    spdlog::info("{}: head.* of shape {} not loaded (this run has {} classes)", init.path,
-                 shape_text(file.info("head.weight").shape), model.head->weight.size(0));
+  if (!load_head && file.has(head + "weight"))
+    spdlog::info("{}: {}* of shape {} not loaded (this run has {} classes)", init.path, head,
+                 shape_text(file.info(head + "weight").shape), model.head->weight.size(0));
   if (!report.ok()) {
     std::string what;
     auto list = [](std::vector<std::string> names) {  // shown by the file's (public) names

@@ -13,10 +13,9 @@
 //                   Bottleneck with the stride on the 3x3 conv, as torchvision's "v1.5") and its
 //                   state_dict names: conv1, bn1, layerN.M.{conv1,bn1,conv2,bn2[,conv3,bn3]},
 //                   layerN.0.downsample.{0,1}; features 512 / 2048.
-// torchvision's and PyCIL's `fc` is the Classifier's `head`: a safetensors export for
-// backbone.init names it head.* (loaded when it fits the run's classes) or leaves it out; a file
-// that keeps fc.* loads only with strict: false (fc.* reported as unexpected). BatchNorm running
-// statistics are buffers and load with the parameters.
+// torchvision's and PyCIL's `fc` is the Classifier's `head` (head_name() = "fc"): a file's fc.*
+// loads into it when it fits the run's classes, and `clrun export` writes it as fc.*. BatchNorm
+// running statistics are buffers and load with the parameters.
 // Convolutions are clrun::nn::Conv2d (taps for MIGU / Fisher); BatchNorm is torch's, with
 // torchvision's eps 1e-5 and momentum 0.1; initialisation is torchvision's (kaiming-normal fan_out
 // convs, BatchNorm weight 1 and bias 0, optionally zero_init_residual), which is also PyCIL's.
@@ -230,6 +229,7 @@ class Resnet : public Backbone {
     return x.mean({2, 3});  // global average pooling
   }
   int64_t feature_dim() const override { return feature_dim_; }
+  std::string head_name() const override { return "fc"; }
 
   /// With `bn: frozen` every BatchNorm stays in evaluation mode (running statistics, no updates).
   void train(bool on = true) override {

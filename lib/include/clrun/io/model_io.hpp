@@ -15,9 +15,10 @@ namespace clrun {
 /// Classifier ("backbone.blocks.0.attn.qkv.weight", "head.weight"), in archive order.
 std::vector<std::pair<std::string, torch::Tensor>> checkpoint_model_tensors(const std::string& checkpoint);
 
-/// Public names: the backbone's own ("blocks.0.attn.qkv.weight") and "head.*", as a timm or
-/// torchvision model of the same architecture names them.
-std::vector<std::pair<std::string, torch::Tensor>> public_names(std::vector<std::pair<std::string, torch::Tensor>> tensors);
+/// Public names: the backbone's own ("blocks.0.attn.qkv.weight") and its head as `head_name`
+/// ("head" for timm, "fc" for torchvision), as the reference model of the architecture names them.
+std::vector<std::pair<std::string, torch::Tensor>> public_names(std::vector<std::pair<std::string, torch::Tensor>> tensors,
+                                                                const std::string& head_name = "head");
 
 /// The checkpoint of `run_dir` after task `task` (0-based; empty: the newest), or an InputError
 /// saying which checkpoints exist.

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <torch/nn/module.h>
@@ -17,6 +18,9 @@ class Backbone : public torch::nn::Module {
   /// Features [B, feature_dim()] of normalised inputs [B, C, H, W].
   virtual torch::Tensor forward(const torch::Tensor& x) = 0;
   virtual int64_t feature_dim() const = 0;
+  /// What the reference implementation calls the classifier over these features (timm: head,
+  /// torchvision: fc): pre-trained files are read, and exports written, with that name.
+  virtual std::string head_name() const { return "head"; }
 };
 
 /// Backbone builders get the input shape [C, H, W].

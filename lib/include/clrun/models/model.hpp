@@ -65,8 +65,9 @@ class Classifier : public Model {
 /// backbone.init: `default` keeps each layer's own init (PyTorch's, or timm's for vit);
 /// `xavier_uniform` redraws Linear and conv weights Xavier-uniform with zero biases (Mammoth's
 /// MLPs); `{safetensors: PATH, strict: true}` loads pre-trained weights by the backbone's public
-/// names (timm's for vit), with the vit position embedding resampled to the input size. The
-/// file's `head.*` is loaded only when its shape matches the run's head (a pre-trained head of
+/// names (timm's for vit, torchvision's or PyCIL's for resnet), with the vit position embedding
+/// resampled to the input size. The file's head (`head.*`, or the backbone's head_name(): `fc.*`
+/// for resnet) is loaded only when its shape matches the run's head (a pre-trained head of
 /// another label space is skipped, and logged).
 struct BackboneInit {
   std::string scheme = "default";  ///< default | xavier_uniform | safetensors
