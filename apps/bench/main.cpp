@@ -1,9 +1,16 @@
 // clrun_bench: training throughput of the runner vs. a bare LibTorch loop on the same model,
 // data, batches and optimizer, measured alternately in one process. Prints JSON (stdout) and a
 // Markdown table (stderr). The bare loop is what a careful user writes by hand: whole split in
-// one uint8 tensor, randperm + index_select batches, Sequential MLP, SGD.
+// one uint8 tensor, randperm + index_select batches, the same model (any backbone), sgd / adam /
+// adamw, cross-entropy over the logits train.logits selects. Both sides time training steps
+// only: the runner's train_samples_per_second counts the Trainer's step loops (TaskStats), not
+// the strategy's before_task / after_task hooks (SoTU's merge and head fitting), evaluation or
+// checkpoints. The bare loop trains every task on its own data (finetune); with a strategy that
+// trains on other rows too (joint, cumulative, replay) the ratio compares unequal work.
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -11,10 +18,12 @@
 
 #include "clrun/config/spec.hpp"
 #include "clrun/core/error.hpp"
-#include "clrun/io/environment.hpp"
-#include "clrun/strategies/fisher.hpp"
 #include "clrun/core/seed.hpp"
+#include "clrun/io/environment.hpp"
+#include "clrun/models/model.hpp"
+#include "clrun/strategies/fisher.hpp"
 #include "clrun/train/experiment.hpp"
+#include "clrun/train/optim.hpp"
 #include "clrun/train/trainer.hpp"
 
 namespace {
@@ -24,53 +33,125 @@ using namespace clrun;
 struct BareResult {
   int64_t samples = 0;
   double seconds = 0;
+  std::vector<torch::Tensor> weights;  ///< the model's parameters after the last task
 };
 
-/// The bare loop over the same tasks (one fresh SGD per task, as the runner's default).
+/// The optimizer a user writes by hand from train.optimizer (LibTorch's own classes).
+std::unique_ptr<torch::optim::Optimizer> bare_optimizer(const ExperimentSpec& spec, std::vector<torch::Tensor> params) {
+  const nlohmann::json& o = spec.train.optimizer.resolved;
+  const std::string name = spec.train.optimizer.name();
+  if (name == "sgd")
+    return std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(o.at("lr").get<double>())
+                                                           .momentum(o.at("momentum").get<double>())
+                                                           .dampening(o.at("dampening").get<double>())
+                                                           .weight_decay(o.at("weight_decay").get<double>())
+                                                           .nesterov(o.at("nesterov").get<bool>()));
+  auto betas = o.at("betas").get<std::vector<double>>();
+  auto adam_like = [&](auto options) {
+    return options.betas({betas.at(0), betas.at(1)})
+        .eps(o.at("eps").get<double>())
+        .weight_decay(o.at("weight_decay").get<double>())
+        .amsgrad(o.at("amsgrad").get<bool>());
+  };
+  if (name == "adam") return std::make_unique<torch::optim::Adam>(params, adam_like(torch::optim::AdamOptions(o.at("lr").get<double>())));
+  if (name == "adamw")
+    return std::make_unique<torch::optim::AdamW>(params, adam_like(torch::optim::AdamWOptions(o.at("lr").get<double>())));
+  throw InputError("clrun_bench's bare loop knows sgd, adam and adamw, not " + name);
+}
+
+/// The bare loop over the same tasks: the same model (Classifier over the config's backbone, the
+/// runner's init seed), the same stream and input preparation (Stream::prepare: normalisation,
+/// image and domain transforms), the same batches (the runner's shuffle generator), the loss over
+/// the logits train.logits selects, and one fresh optimizer per task (reset_optimizer:
+/// every_task) or one for the run (never). Every task trains on its own data, as finetune does;
+/// no strategy hooks, no progress, no loss sums, no checks.
 BareResult bare_loop(const ExperimentSpec& spec) {
-  auto dataset = spec.dataset.build();
-  auto stream = spec.stream.build(dataset, spec.seed);
-  const nlohmann::json& mlp = spec.backbone.resolved;
-  const nlohmann::json& sgd = spec.train.optimizer.resolved;
-  if (spec.backbone.name() != "mlp" || spec.train.optimizer.name() != "sgd")
-    throw InputError("clrun_bench compares an mlp backbone trained with sgd");
-  for (const Task& task : stream->tasks)
-    if (task.transform) throw InputError("clrun_bench's bare loop has no input transforms: use a split stream");
+  const TrainSpec& ts = spec.train;
+  if (ts.accumulate_steps != 1) throw InputError("clrun_bench's bare loop has no gradient accumulation");
+  if (ts.grad_clip > 0) throw InputError("clrun_bench's bare loop has no gradient clipping");
+  if (spec.threads > 0) torch::set_num_threads(static_cast<int>(spec.threads));
   torch::manual_seed(spec.seed);
-  torch::nn::Sequential net{torch::nn::Flatten()};
-  int64_t in = 1;
-  for (int64_t d : stream->input_shape) in *= d;
-  for (int64_t h : mlp.at("hidden").get<std::vector<int64_t>>()) {
-    net->push_back(torch::nn::Linear(in, h));
-    net->push_back(torch::nn::ReLU(torch::nn::ReLUOptions().inplace(true)));
-    in = h;
-  }
-  net->push_back(torch::nn::Linear(in, stream->num_classes));
-  const torch::Tensor images = stream->train.images, labels = stream->train.labels;
-  const double mean = dataset->mean[0], std = dataset->std[0];
-  const int64_t B = spec.train.batch_size;
+  std::shared_ptr<Stream> stream = spec.stream.build(spec.dataset.build(), spec.seed);  // as run_experiment
+  if (spec.stream_common.validation > 0) stream->carve_validation(spec.stream_common.validation);
+  stream->set_image_transforms(spec.transforms);
+  stream->check_tasks();
+  torch::manual_seed(derive_seed(spec.seed, {seed_purpose::model_init}));
+  auto model = std::make_shared<Classifier>(spec.backbone.build(stream->input_shape), stream->num_classes);
+  initialize(*model, spec.backbone_common.init);
+  torch::manual_seed(spec.seed);  // dropout and the like draw from here, as in the runner
+  model->train();
+  std::vector<torch::Tensor> params = model->parameters();
+  std::shared_ptr<Scheduler> scheduler = spec.train.scheduler.build();
+  const bool per_step_lr = scheduler->interval == Scheduler::Interval::step;
+  std::unique_ptr<torch::optim::Optimizer> opt;
+  const double base_lr = spec.train.optimizer.resolved.at("lr").get<double>();
+  auto set_lr = [&](double lr) {
+    for (auto& g : opt->param_groups()) g.options().set_lr(lr);
+  };
+  const torch::Tensor labels = stream->train.labels;
+  const int64_t B = ts.batch_size;
   BareResult r;
   for (const Task& task : stream->tasks) {
-    torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(sgd.at("lr").get<double>())
-                                                 .momentum(sgd.at("momentum").get<double>())
-                                                 .weight_decay(sgd.at("weight_decay").get<double>()));
+    // train.logits as an additive mask over the class logits (-1e30 outside the allowed classes).
+    torch::Tensor mask;
+    if (ts.logits != "all") {
+      mask = torch::full({stream->num_classes}, -1e30, torch::kFloat32);
+      std::vector<int64_t> classes = ts.logits == "seen" ? stream->classes_of(0, task.index) : task.classes;
+      mask.index_fill_(0, torch::tensor(classes, torch::kInt64), 0.0);
+    }
+    if (!opt || ts.reset_optimizer == "every_task") opt = bare_optimizer(spec, params);
     const int64_t n = task.train_rows.size(0);
+    const int64_t per_epoch = ts.drop_last ? n / B : (n + B - 1) / B;
+    if (per_epoch == 0) continue;
+    const int64_t total = ts.iterations > 0 ? ts.iterations : ts.epochs * per_epoch;
+    const int64_t epochs = (total + per_epoch - 1) / per_epoch;
+    const auto t = static_cast<uint64_t>(task.index);
+    int64_t steps = 0;
     auto start = std::chrono::steady_clock::now();
-    for (int64_t epoch = 0; epoch < spec.train.epochs; ++epoch) {
-      torch::Tensor order = task.train_rows.index_select(0, torch::randperm(n, torch::kInt64));
-      for (int64_t b = 0; b < n; b += B) {
-        torch::Tensor rows = order.slice(0, b, std::min(n, b + B));
-        torch::Tensor x = images.index_select(0, rows).to(torch::kFloat32).mul_(1.0 / (255.0 * std)).sub_(mean / std);
-        torch::Tensor loss = torch::cross_entropy_loss(net->forward(x), labels.index_select(0, rows));
-        opt.zero_grad();
+    for (int64_t epoch = 0; epoch < epochs; ++epoch) {
+      at::Generator shuffle = make_generator(spec.seed, {seed_purpose::shuffle, t, static_cast<uint64_t>(epoch)});
+      torch::Tensor order = task.train_rows.index_select(0, torch::randperm(n, shuffle, torch::kInt64));
+      if (!per_step_lr) set_lr(scheduler->lr(base_lr, epoch, epochs));
+      for (int64_t b = 0; b < per_epoch && steps < total; ++b, ++steps) {
+        if (per_step_lr) set_lr(scheduler->lr(base_lr, steps, total));
+        torch::Tensor rows = order.slice(0, b * B, std::min(n, (b + 1) * B));
+        std::optional<at::Generator> augment;  // random image transforms, drawn as the runner draws them
+        if (stream->has_train_transforms())
+          augment = make_generator(spec.seed, {seed_purpose::train_transform, t, static_cast<uint64_t>(epoch),
+                                               static_cast<uint64_t>(b)});
+        torch::Tensor x = stream->inputs(stream->train, rows, task, augment ? &*augment : nullptr);
+        torch::Tensor logits = model->logits(x);
+        torch::Tensor loss = torch::cross_entropy_loss(mask.defined() ? logits + mask : logits, labels.index_select(0, rows));
+        for (auto& p : params) p.mutable_grad() = torch::Tensor();  // zero_grad(set_to_none), as PyTorch 2
         loss.backward();
-        opt.step();
+        opt->step();
         r.samples += rows.size(0);
       }
     }
     r.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
+  for (const auto& p : params) r.weights.push_back(p.detach().clone());
   return r;
+}
+
+/// Largest absolute difference between the bare loop's final weights and the runner's last
+/// checkpoint: 0 (or rounding) shows that both trained the same model on the same batches.
+double weight_difference(const ExperimentSpec& spec, const BareResult& bare, const std::string& run_dir) {
+  std::shared_ptr<Stream> stream = spec.stream.build(spec.dataset.build(), spec.seed);
+  stream->set_image_transforms(spec.transforms);
+  auto model = std::make_shared<Classifier>(spec.backbone.build(stream->input_shape), stream->num_classes);
+  char name[32];
+  std::snprintf(name, sizeof(name), "task_%03d.pt", stream->num_tasks() - 1);
+  torch::serialize::InputArchive archive, model_archive;
+  archive.load_from(run_dir + "/checkpoints/" + name);
+  archive.read("model", model_archive);
+  model->load(model_archive);
+  auto params = model->parameters();
+  if (params.size() != bare.weights.size()) throw std::logic_error("bare and runner models differ in parameters");
+  double diff = 0;
+  for (std::size_t i = 0; i < params.size(); ++i)
+    diff = std::max(diff, (params[i] - bare.weights[i]).abs().max().item<double>());
+  return diff;
 }
 
 /// Seconds of the batched per-sample Fisher (Linear taps) and of one backward per sample, on
@@ -152,7 +233,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> sets;
   int rounds = 3;
   std::string work = "/tmp/clrun_bench";
-  app.add_option("config", config, "experiment YAML (mlp + sgd)");
+  app.add_option("config", config, "experiment YAML (any backbone; sgd, adam or adamw)");
   app.add_option("--set", sets, "override a key (repeatable)");
   app.add_option("--rounds", rounds, "alternating measurements of each")->check(CLI::PositiveNumber);
   app.add_option("--work", work, "scratch directory for the runner's run directories");
@@ -185,13 +266,23 @@ int main(int argc, char** argv) {
       return 0;
     }
     std::vector<double> runner, bare, ratio;
+    // With finetune, both sides train the same weights on the same batches: the first round
+    // compares the bare loop's final weights with the runner's last checkpoint.
+    const bool comparable = spec.strategy.name() == "finetune" && spec.output.checkpoints != "none";
+    nlohmann::json weight_diff = nullptr;
     for (int r = 0; r < rounds; ++r) {
-      BareResult b = bare_loop(spec);
+      // The order alternates (bare first in odd rounds, runner first in even ones), so that a
+      // drift in the machine's speed does not favour one side.
       std::string out = work + "/round" + std::to_string(r);
       std::filesystem::remove_all(out);
       RunOptions options;
       options.out_dir = out;
-      RunResult run = run_experiment(spec, options);
+      BareResult b;
+      RunResult run;
+      if (r % 2 == 0) b = bare_loop(spec);
+      run = run_experiment(spec, options);
+      if (r % 2 == 1) b = bare_loop(spec);
+      if (r == 0 && comparable) weight_diff = weight_difference(spec, b, run.run_dir);
       double rate = run.metrics.at("timing").at("train_samples_per_second");
       bare.push_back(b.samples / b.seconds);
       runner.push_back(rate);
@@ -207,6 +298,12 @@ int main(int argc, char** argv) {
                              {"bare_samples_per_second", bare},
                              {"ratio", ratio},
                              {"median_ratio", median(ratio)},
+                             {"backbone", spec.backbone.name()},
+                             {"optimizer", spec.train.optimizer.name()},
+                             {"strategy", spec.strategy.name()},
+                             {"timed", "training steps only, both sides (runner: TaskStats seconds; excludes strategy "
+                                       "before_task/after_task hooks, evaluation, checkpoints)"},
+                             {"final_weights_max_abs_difference", weight_diff},
                              {"environment", env}};
     std::cout << result.dump(2) << "\n";
     std::cerr << "\n| config | runner samples/s | bare samples/s | ratio (median of " << rounds << ") | BLAS | torch threads |\n"
@@ -214,6 +311,9 @@ int main(int argc, char** argv) {
               << "| " << config << " | " << median(runner) << " | " << median(bare) << " | " << median(ratio) << " | "
               << env["blas"]["kind"].get<std::string>() << " (" << env["blas"]["threads"] << ") | " << env["torch_threads"]
               << " |\n";
+    if (!weight_diff.is_null())
+      std::cerr << "\nSame work: the bare loop's final weights differ from the runner's by at most " << weight_diff.dump()
+                << " (round 1).\n";
   } catch (const std::exception& e) {
     std::cerr << "clrun_bench: " << e.what() << "\n";
     return 1;
