@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "clrun/core/text.hpp"
+#include "clrun/data/data_cache.hpp"
 #include "clrun/data/dataset.hpp"
 #include "clrun/data/idx.hpp"
 
@@ -58,8 +59,10 @@ Split read_split(const std::string& root, const char* images, const char* labels
   const int64_t num_classes = static_cast<int64_t>(layout.class_names.size());
   std::string image_path = find_file(root, images, layout);
   std::string label_path = find_file(root, labels, layout);
-  torch::Tensor x = read_idx(image_path);
-  torch::Tensor y = read_idx(label_path);
+  // Inflated once, then read from the data cache (keyed by path, size and mtime).
+  const std::string cache_dir = data_cache_dir();
+  torch::Tensor x = read_idx_cached(image_path, cache_dir);
+  torch::Tensor y = read_idx_cached(label_path, cache_dir);
   if (x.dim() != 3 && x.dim() != 4) throw InputError(image_path + ": expected images [N, H, W] or [N, C, H, W]");
   if (y.dim() != 1 || y.size(0) != x.size(0))
     throw InputError(label_path + ": expected " + std::to_string(x.size(0)) + " labels to match " + image_path);
