@@ -24,8 +24,10 @@ class PixelPermutation : public InputTransform {
  public:
   PixelPermutation(torch::Tensor perm, int task) : perm_(std::move(perm)), task_(task) {}
   torch::Tensor apply(const torch::Tensor& x) const override {
+    if (x.device().is_cpu() && x.scalar_type() == torch::kUInt8 && x.is_contiguous()) return gather_bytes(x);
     return x.flatten(2).index_select(2, perm_).view(x.sizes());
   }
+  bool moves_pixels_only() const override { return true; }
   void to(torch::Device device) override { perm_ = perm_.to(device); }
   nlohmann::json describe() const override {
     torch::Tensor p = perm_.to(torch::kCPU);
@@ -36,6 +38,20 @@ class PixelPermutation : public InputTransform {
   }
 
  private:
+  /// out[r][j] = x[r][perm[j]] for every row r (image and channel): a plain loop, several times
+  /// faster on CPU than index_select along the last dimension.
+  torch::Tensor gather_bytes(const torch::Tensor& x) const {
+    const int64_t pixels = perm_.numel();
+    const int64_t rows = pixels ? x.numel() / pixels : 0;
+    torch::Tensor out = torch::empty_like(x);
+    const uint8_t* src = x.data_ptr<uint8_t>();
+    uint8_t* dst = out.data_ptr<uint8_t>();
+    const int64_t* p = perm_.data_ptr<int64_t>();
+    for (int64_t r = 0; r < rows; ++r, src += pixels, dst += pixels)
+      for (int64_t j = 0; j < pixels; ++j) dst[j] = src[p[j]];
+    return out;
+  }
+
   torch::Tensor perm_;
   int task_;
 };

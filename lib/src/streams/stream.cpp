@@ -96,13 +96,16 @@ void Stream::to(torch::Device device) {
 }
 
 torch::Tensor Stream::prepare(const torch::Tensor& raw, const Task& task, at::Generator* train) const {
-  torch::Tensor x = raw.to(torch::kFloat32);
+  // A pixel permutation commutes with the scaling below: applied to the raw bytes it gives the
+  // same floats bit for bit, moving a quarter of the bytes.
+  const bool on_raw = task.transform && task.transform->moves_pixels_only();
+  torch::Tensor x = (on_raw ? task.transform->apply(raw) : raw).to(torch::kFloat32);
   const TransformPipeline* images = train ? train_transforms_.get() : test_transforms_.get();
   if (!task.transform && !images) return x.mul_(scale_).add_(shift_);
   // Transforms see [0, 1] images so that their fill value (0) is the data set's black. The
   // task's transform (domain-IL) sees the stored images, the image transforms its output.
   x.div_(255.0);
-  if (task.transform) x = task.transform->apply(x);
+  if (task.transform && !on_raw) x = task.transform->apply(x);
   if (images) x = images->apply(x, train).contiguous();  // a crop may be a view
   return x.mul_(scale_ * 255.0).add_(shift_);
 }

@@ -28,6 +28,10 @@ class InputTransform {
   virtual torch::Tensor apply(const torch::Tensor& x) const = 0;
   virtual void to(torch::Device device) = 0;
   virtual nlohmann::json describe() const = 0;
+  /// True when apply() only moves pixels (a permutation): it then commutes with the per-pixel
+  /// scaling, so Stream::prepare applies it to the raw uint8 images (4x fewer bytes moved) and
+  /// the result is bit for bit the one of applying it to the scaled float images.
+  virtual bool moves_pixels_only() const { return false; }
 };
 
 struct Task {
