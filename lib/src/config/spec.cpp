@@ -153,11 +153,17 @@ ExperimentSpec parse_spec(const std::string& yaml_text, const std::string& sourc
   // Conventions that depend on the scenario are resolved here, so config.yaml shows the value used.
   std::string scenario = spec.stream.resolved.at("scenario");
   if (spec.train.logits == "auto") spec.train.logits = scenario == "task-il" ? "current" : "all";
+  spec.eval.batch_size = eval_batch_size_for(spec.backbone.name(), spec.eval.batch_size);
   if (scenario == "domain-il" && spec.train.logits != "all")
     train.child("logits").fail("domain-il streams share every class across tasks: use all (or auto)");
   if (spec.device != "auto" && spec.device != "cpu" && spec.device.rfind("cuda", 0) != 0)
     root.child("device").fail("'" + spec.device + "' is not a device: expected auto, cpu, cuda or cuda:N");
   return spec;
+}
+
+int64_t eval_batch_size_for(const std::string& backbone, int64_t configured) {
+  if (configured > 0) return configured;
+  return backbone == "cnn" || backbone == "resnet" ? 128 : 1000;
 }
 
 ExperimentSpec load_spec(const std::string& path, const std::vector<Override>& overrides) {
@@ -184,6 +190,8 @@ nlohmann::json ExperimentSpec::resolved() const {
   j["train"]["optimizer"] = train.optimizer.resolved;
   j["train"]["scheduler"] = train.scheduler.resolved;
   j["eval"] = options_to_json(eval);
+  // Absent at its default, so that configs that do not set it keep their run directories.
+  if (eval.future_tasks) j["eval"].erase("future_tasks");
   j["output"] = options_to_json(output);
   return j;
 }

@@ -3,10 +3,12 @@
 
 #include <torch/torch.h>
 
+#include "clrun/eval/metrics.hpp"
+
 namespace clrun {
 
-Evaluator::Evaluator(const Stream& stream, Strategy& strategy, int64_t batch_size, bool seen_only)
-    : stream_(stream), strategy_(strategy), batch_size_(batch_size), seen_only_(seen_only) {}
+Evaluator::Evaluator(const Stream& stream, Strategy& strategy, int64_t batch_size, bool seen_only, bool future_tasks)
+    : stream_(stream), strategy_(strategy), batch_size_(batch_size), seen_only_(seen_only), future_tasks_(future_tasks) {}
 
 torch::Tensor Evaluator::logit_mask(const std::vector<int64_t>& classes, int64_t num_classes, torch::Device device) {
   // Finite, so that a masked target gives a large loss rather than NaN.
@@ -24,6 +26,11 @@ EvalRow Evaluator::evaluate(Model& model, int trained_task) {
   const torch::Device device = stream_.device();
   EvalRow row;
   for (const Task& task : stream_.tasks) {
+    if (!future_tasks_ && task.index > trained_task) {
+      row.correct.push_back(AccuracyMatrix::kNotEvaluated);
+      if (class_il) row.correct_task_aware.push_back(AccuracyMatrix::kNotEvaluated);
+      continue;
+    }
     torch::Tensor task_mask = logit_mask(task.classes, stream_.num_classes, device);
     torch::Tensor main_mask;  // undefined: argmax over every class
     if (task_il) main_mask = task_mask;

@@ -2,6 +2,7 @@
 #include "clrun/eval/metrics.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 
 namespace clrun {
@@ -29,24 +30,46 @@ double mean(const std::vector<double>& v) {
 }
 }  // namespace
 
-double AccuracyMatrix::accuracy(int row, int task) const { return percent(correct_.at(row).at(task), test_sizes_.at(task)); }
+double AccuracyMatrix::accuracy(int row, int task) const {
+  if (!evaluated(row, task)) return std::numeric_limits<double>::quiet_NaN();
+  return percent(correct_.at(row).at(task), test_sizes_.at(task));
+}
 
 double AccuracyMatrix::random_init_accuracy(int task) const { return percent(random_init_.at(task), test_sizes_.at(task)); }
 
 double AccuracyMatrix::samplewise_accuracy(int row, int last) const {
   int64_t correct = 0, total = 0;
-  for (int i = 0; i <= last; ++i) correct += correct_.at(row).at(i), total += test_sizes_.at(i);
+  for (int i = 0; i <= last; ++i) {
+    if (!evaluated(row, i)) return std::numeric_limits<double>::quiet_NaN();
+    correct += correct_.at(row).at(i), total += test_sizes_.at(i);
+  }
   return percent(correct, total);
 }
 
+namespace {
+/// Counts with kNotEvaluated as null, and back.
+nlohmann::json counts_json(const std::vector<int64_t>& row) {
+  nlohmann::json j = nlohmann::json::array();
+  for (int64_t c : row) j.push_back(c == AccuracyMatrix::kNotEvaluated ? nlohmann::json(nullptr) : nlohmann::json(c));
+  return j;
+}
+std::vector<int64_t> counts_from_json(const nlohmann::json& j) {
+  std::vector<int64_t> row;
+  for (const auto& c : j) row.push_back(c.is_null() ? AccuracyMatrix::kNotEvaluated : c.get<int64_t>());
+  return row;
+}
+}  // namespace
+
 nlohmann::json AccuracyMatrix::to_json() const {
-  nlohmann::json matrix = nlohmann::json::array();
+  nlohmann::json matrix = nlohmann::json::array(), correct = nlohmann::json::array();
   for (int t = 0; t < num_rows(); ++t) {
-    std::vector<double> row;
-    for (int i = 0; i < num_tasks(); ++i) row.push_back(accuracy(t, i));
+    nlohmann::json row = nlohmann::json::array();
+    for (int i = 0; i < num_tasks(); ++i)
+      row.push_back(evaluated(t, i) ? nlohmann::json(accuracy(t, i)) : nlohmann::json(nullptr));
     matrix.push_back(row);
+    correct.push_back(counts_json(correct_[t]));
   }
-  nlohmann::json j = {{"matrix", matrix}, {"correct", correct_}, {"test_sizes", test_sizes_}};
+  nlohmann::json j = {{"matrix", matrix}, {"correct", correct}, {"test_sizes", test_sizes_}};
   if (has_random_init()) {
     std::vector<double> init;
     for (int i = 0; i < num_tasks(); ++i) init.push_back(random_init_accuracy(i));
@@ -60,7 +83,7 @@ nlohmann::json AccuracyMatrix::to_json() const {
 
 AccuracyMatrix AccuracyMatrix::from_json(const nlohmann::json& j) {
   AccuracyMatrix m(j.at("test_sizes").get<std::vector<int64_t>>());
-  for (const auto& row : j.at("correct")) m.add_row(row.get<std::vector<int64_t>>());
+  for (const auto& row : j.at("correct")) m.add_row(counts_from_json(row));
   if (j.contains("random_init_correct")) m.set_random_init(j.at("random_init_correct").get<std::vector<int64_t>>());
   return m;
 }
@@ -91,7 +114,9 @@ Metrics compute_metrics(const AccuracyMatrix& m) {
     }
     out.forgetting = mean(forgetting);
     out.bwt = mean(bwt);
-    if (m.has_random_init()) {
+    bool future_scored = true;  // eval.future_tasks: false leaves R[i-1][i] unscored
+    for (int i = 1; i < T; ++i) future_scored = future_scored && m.evaluated(i - 1, i);
+    if (m.has_random_init() && future_scored) {
       std::vector<double> fwt;
       for (int i = 1; i < T; ++i) fwt.push_back(m.accuracy(i - 1, i) - m.random_init_accuracy(i));
       out.fwt = mean(fwt);

@@ -323,8 +323,13 @@ int run_quietly(std::vector<std::string> args) {
 std::string matrix_table(const std::string& file, const json& j, const std::string& key, const std::string& title) {
   const json& rows_json = require(file, j, key + ".matrix");
   if (!rows_json.is_array()) fail(file, key + ".matrix: expected a list of rows, got " + rows_json.type_name());
-  std::vector<std::vector<double>> rows;
-  for (const json& row : rows_json) rows.push_back(as_numbers(file, row, key + ".matrix"));
+  std::vector<std::vector<double>> rows;  // null entries (tasks not scored: eval.future_tasks false) as NaN
+  for (const json& row : rows_json) {
+    if (!row.is_array()) fail(file, key + ".matrix: expected a list of numbers, got " + row.type_name());
+    std::vector<double> values;
+    for (const json& x : row) values.push_back(x.is_null() ? std::nan("") : as_number(file, x, key + ".matrix").value());
+    rows.push_back(values);
+  }
   std::vector<double> init = numbers_at(file, j, key + ".random_init");
   std::size_t tasks = init.size();
   for (const auto& row : rows) tasks = std::max(tasks, row.size());
@@ -336,7 +341,8 @@ std::string matrix_table(const std::string& file, const json& j, const std::stri
   out += markdown_row(header) + markdown_rule(1, tasks);
   auto add_row = [&](const std::string& label, const std::vector<double>& values) {
     std::vector<std::string> cells = {label};
-    for (std::size_t i = 0; i < tasks; ++i) cells.push_back(i < values.size() ? fixed2(values[i]) : "");
+    for (std::size_t i = 0; i < tasks; ++i)
+      cells.push_back(i < values.size() && !std::isnan(values[i]) ? fixed2(values[i]) : "");
     out += markdown_row(cells);
   };
   if (!init.empty()) add_row("random init", init);

@@ -18,11 +18,13 @@ struct EvalRow {
 class Evaluator {
  public:
   /// `seen_only`: class-IL argmax over seen classes (eval_classes: seen) rather than all.
-  Evaluator(const Stream& stream, Strategy& strategy, int64_t batch_size, bool seen_only);
+  /// `future_tasks` false: tasks after the trained one are not scored (eval.future_tasks).
+  Evaluator(const Stream& stream, Strategy& strategy, int64_t batch_size, bool seen_only, bool future_tasks = true);
 
   /// Scores every task after training `trained_task` (-1: the untrained model). Class-IL scores
   /// task i over the classes of tasks 0..max(trained_task, i): a task not yet trained is scored
-  /// over the classes it would be scored on once learned, which keeps fwt meaningful.
+  /// over the classes it would be scored on once learned, which keeps fwt meaningful. Without
+  /// future tasks, tasks i > trained_task get AccuracyMatrix::kNotEvaluated.
   EvalRow evaluate(Model& model, int trained_task);
 
   /// Additive logit mask: 0 for `classes`, a large negative number elsewhere.
@@ -33,6 +35,7 @@ class Evaluator {
   Strategy& strategy_;
   int64_t batch_size_;
   bool seen_only_;
+  bool future_tasks_;
 };
 
 }  // namespace clrun

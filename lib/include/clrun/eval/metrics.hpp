@@ -11,6 +11,10 @@ namespace clrun {
 
 class AccuracyMatrix {
  public:
+  /// A correct count for a task that was not scored (eval.future_tasks: false leaves the tasks
+  /// not yet trained unscored): null in JSON, NaN from accuracy().
+  static constexpr int64_t kNotEvaluated = -1;
+
   AccuracyMatrix() = default;
   /// `test_sizes[i]` = number of test samples of task i.
   explicit AccuracyMatrix(std::vector<int64_t> test_sizes);
@@ -21,7 +25,8 @@ class AccuracyMatrix {
   int num_tasks() const { return static_cast<int>(test_sizes_.size()); }
   int num_rows() const { return static_cast<int>(correct_.size()); }
   bool has_random_init() const { return !random_init_.empty(); }
-  double accuracy(int row, int task) const;     ///< R[row][task] in percent
+  bool evaluated(int row, int task) const { return correct_.at(row).at(task) != kNotEvaluated; }
+  double accuracy(int row, int task) const;     ///< R[row][task] in percent; NaN if not evaluated
   double random_init_accuracy(int task) const;  ///< untrained model on task, percent
   /// Sample-weighted accuracy on the union of tasks 0..last after training `row`.
   double samplewise_accuracy(int row, int last) const;
@@ -37,7 +42,8 @@ class AccuracyMatrix {
 
 /// The named metrics after the matrix's last row (T = rows so far, over tasks 0..T-1).
 /// Metrics that are undefined (forgetting/bwt with one task, fwt without a random-init row or
-/// with one task) are empty and written as null.
+/// with one task, or when a task was not scored before it was trained: eval.future_tasks false)
+/// are empty and written as null.
 struct Metrics {
   double final_average_accuracy = 0;
   double final_accuracy_samplewise = 0;
