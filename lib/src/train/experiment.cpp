@@ -74,7 +74,8 @@ std::string format_row(const AccuracyMatrix& m, int row) {
   std::string out;
   char buf[16];
   for (int i = 0; i < m.num_tasks(); ++i) {
-    std::snprintf(buf, sizeof(buf), "%6.2f", m.accuracy(row, i));
+    if (m.evaluated(row, i)) std::snprintf(buf, sizeof(buf), "%6.2f", m.accuracy(row, i));
+    else std::snprintf(buf, sizeof(buf), "%6s", "-");
     out += (i ? " " : "") + std::string(buf);
   }
   return out;
@@ -171,13 +172,33 @@ std::optional<nlohmann::json> claim_run_dir(const RunDir& dir, const RunOptions&
   return previous;
 }
 
+/// Where this process spent its time outside training and evaluation (timing.phases in
+/// metrics.json; this process only, not summed over resumes).
+struct Phases {
+  double before_run = 0;  ///< process start to run_experiment: loading LibTorch, parsing the config
+  double dataset = 0;     ///< reading (inflating, or the data cache) and checking the data set
+  double stream = 0;      ///< building the tasks, moving the data to the device
+  double setup = 0;       ///< run directory, model, strategy
+  double write = 0;       ///< checkpoints and metrics.json
+
+  nlohmann::json to_json() const {
+    return {{"process_start_to_run", before_run}, {"dataset_load", dataset}, {"stream_build", stream},
+            {"setup", setup}, {"writing", write}};
+  }
+};
+
 /// The stream on the run's device, with the validation split carved if asked.
-std::shared_ptr<Stream> build_stream(const ExperimentSpec& spec, torch::Device device) {
-  std::shared_ptr<Stream> stream = spec.stream.build(spec.dataset.build(), spec.seed);
+std::shared_ptr<Stream> build_stream(const ExperimentSpec& spec, torch::Device device, Phases& phases) {
+  auto t0 = Clock::now();
+  std::shared_ptr<const Dataset> data = spec.dataset.build();
+  phases.dataset = seconds_since(t0);
+  t0 = Clock::now();
+  std::shared_ptr<Stream> stream = spec.stream.build(data, spec.seed);
   if (spec.stream_common.validation > 0) stream->carve_validation(spec.stream_common.validation);
   stream->set_image_transforms(spec.transforms);
   stream->check_tasks();
   stream->to(device);
+  phases.stream = seconds_since(t0);
   return stream;
 }
 
@@ -193,6 +214,7 @@ struct MetricsReport {
   const RunDir& dir;
   const RunOptions& options;
   Clock::time_point run_start;
+  const Phases& phases;
 
   nlohmann::json operator()(const RunState& state, const std::string& status) const {
     nlohmann::json per_task = nlohmann::json::array();
@@ -217,7 +239,8 @@ struct MetricsReport {
           {"eval_seconds", state.eval_seconds},
           {"train_samples_per_second", state.train_seconds > 0 ? samples / state.train_seconds : 0.0},
           {"startup_seconds", first_step ? nlohmann::json(std::chrono::duration<double>(*first_step - options.started).count())
-                                         : nlohmann::json(nullptr)}}},
+                                         : nlohmann::json(nullptr)},
+          {"phases", phases.to_json()}}},
         {"peak_rss_mib", peak_rss_mib()},
         {"device", stream.device().str()},
         {"model", {{"parameters", count_parameters(model)}}},
@@ -230,7 +253,11 @@ struct MetricsReport {
           {"eval_classes", spec.eval.eval_classes},
           {"evaluated_on", stream.validation ? "validation split carved from the training data" : "test set"},
           {"shuffle", "reshuffled every epoch from (seed, task, epoch)"},
-          {"class_il_future_tasks", "scored over the classes of tasks 0..max(trained, evaluated)"}}},
+          {"class_il_future_tasks", "scored over the classes of tasks 0..max(trained, evaluated)"},
+          {"future_tasks", spec.eval.future_tasks
+                               ? "scored after every task (random-init row included)"
+                               : "not scored (eval.future_tasks: false): their matrix entries and the random-init "
+                                 "row are null, so fwt is null"}}},
         {"stream", stream.describe()},
         {"config", resolved},
         {"environment", env},
@@ -277,6 +304,8 @@ ModelFactory model_factory(const ExperimentSpec& spec, const Stream& stream, tor
 
 RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) {
   const auto run_start = Clock::now();
+  Phases phases;
+  phases.before_run = std::chrono::duration<double>(run_start - options.started).count();
   RunDir dir(options.out_dir.empty() ? default_run_dir(spec) : options.out_dir);
   const nlohmann::json resolved = spec.resolved();
 
@@ -284,7 +313,8 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
   if (spec.threads > 0) torch::set_num_threads(static_cast<int>(spec.threads));
   const torch::Device device = resolve_device(spec.device, "device");
   torch::manual_seed(spec.seed);
-  std::shared_ptr<Stream> stream = build_stream(spec, device);
+  std::shared_ptr<Stream> stream = build_stream(spec, device, phases);
+  const auto setup_start = Clock::now();
   if (options.resume && options.overwrite) throw InputError("--resume and --overwrite exclude each other");
   dir.lock();
   std::optional<nlohmann::json> previous = claim_run_dir(dir, options, resolved);
@@ -311,12 +341,13 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
   Progress progress(options.progress_bar);
   trainer.set_progress(&progress);
   if (options.on_step) trainer.set_step_callback(options.on_step);
-  Evaluator evaluator(*stream, *strategy, spec.eval.batch_size, spec.eval.eval_classes == "seen");
+  Evaluator evaluator(*stream, *strategy, spec.eval.batch_size, spec.eval.eval_classes == "seen", spec.eval.future_tasks);
   const bool class_il = stream->scenario == Scenario::class_il;
   spdlog::info("{}: {} on {} ({}{}), {} tasks, {} classes; backbone {} ({} parameters); strategy {}", spec.name,
                stream->name, stream->dataset, to_string(stream->scenario), stream->validation ? ", validation split" : "",
                stream->num_tasks(), stream->num_classes, spec.backbone.name(), count_parameters(*model), spec.strategy.name());
 
+  phases.setup = seconds_since(setup_start);
   std::vector<int64_t> test_sizes;
   for (const Task& t : stream->tasks) test_sizes.push_back(t.test_rows.size(0));
   RunState state{AccuracyMatrix(test_sizes), AccuracyMatrix(test_sizes), {}, 0, 0, 0};
@@ -328,14 +359,16 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
                  stream->num_tasks());
   } else {
     if (options.resume) spdlog::info("--resume: no checkpoint in {}, starting from the beginning", dir.path());
-    auto t0 = Clock::now();
-    EvalRow init = evaluator.evaluate(*model, -1);
-    state.eval_seconds += seconds_since(t0);
-    state.accuracy.set_random_init(init.correct);
-    if (class_il) state.task_aware.set_random_init(init.correct_task_aware);
+    if (spec.eval.future_tasks) {  // the random-init row only scores future tasks
+      auto t0 = Clock::now();
+      EvalRow init = evaluator.evaluate(*model, -1);
+      state.eval_seconds += seconds_since(t0);
+      state.accuracy.set_random_init(init.correct);
+      if (class_il) state.task_aware.set_random_init(init.correct_task_aware);
+    }
   }
 
-  const MetricsReport metrics_json{spec, *stream, *model, *strategy, trainer, resolved, env, dir, options, run_start};
+  const MetricsReport metrics_json{spec, *stream, *model, *strategy, trainer, resolved, env, dir, options, run_start, phases};
   try {
     for (int t = state.completed(); t < stream->num_tasks(); ++t) {
       TaskStats stats = trainer.train_task(t);
@@ -348,13 +381,15 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
       state.tasks.push_back(stats);
       log_task(state, stats, stream->num_tasks(), class_il);
       // Checkpoint first, then metrics: metrics.json never claims a task the checkpoint lacks.
+      const auto w0 = Clock::now();
       if (spec.output.checkpoints != "none") {
         nlohmann::json saved = state.to_json();
         saved["wall_seconds"] = state.previous_wall_seconds + seconds_since(run_start);
         trainer.save_checkpoint(dir.checkpoint_path(t), saved);
         dir.set_latest_checkpoint(t, spec.output.checkpoints == "last");
       }
-      dir.write_json("metrics.json", metrics_json(state, t + 1 == stream->num_tasks() ? "complete" : "running"));
+      if (t + 1 < stream->num_tasks()) dir.write_json("metrics.json", metrics_json(state, "running"));
+      phases.write += seconds_since(w0);
     }
   } catch (const Diverged& e) {
     // Everything written so far stays; the run is marked and not resumed by sweeps.
