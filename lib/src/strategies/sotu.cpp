@@ -150,14 +150,13 @@ class ClassHead {
     const torch::Device device = f.device();
     if (!counts_.defined()) counts_ = torch::zeros({num_classes_}, torch::TensorOptions(torch::kInt64).device(device));
     counts_ += torch::bincount(y, {}, num_classes_);
-    unseen_ = torch::where(counts_ > 0, 0.0, -1e30).to(torch::kFloat32);
     if (o_.head == "prototype") {
       if (!sums_.defined()) sums_ = torch::zeros({num_classes_, f.size(1)}, f.options().dtype(torch::kFloat64));
       sums_.index_add_(0, y, f.to(torch::kFloat64));
-      prototypes_ = torch::nn::functional::normalize(sums_, torch::nn::functional::NormalizeFuncOptions().dim(1))
-                        .to(torch::kFloat32);
+      derive();
       return info;
     }
+    derive();
     torch::Tensor h = expand(f, seed);
     torch::Tensor targets = torch::one_hot(y, num_classes_).to(torch::kFloat32);
     if (!G_.defined()) {
@@ -194,13 +193,19 @@ class ClassHead {
   void load(torch::serialize::InputArchive& archive, torch::Device device) {
     auto t = read_tensors(archive, "head", device);
     counts_ = t.at(0), sums_ = t.at(1), G_ = t.at(2), Q_ = t.at(3), W_ = t.at(4);
+    derive();
+  }
+
+ private:
+  /// What prediction reads, derived from the statistics (so never checkpointed): the -1e30 mask
+  /// of classes without statistics and the unit-norm prototypes.
+  void derive() {
     if (counts_.defined()) unseen_ = torch::where(counts_ > 0, 0.0, -1e30).to(torch::kFloat32);
     if (sums_.defined())
       prototypes_ = torch::nn::functional::normalize(sums_, torch::nn::functional::NormalizeFuncOptions().dim(1))
                         .to(torch::kFloat32);
   }
 
- private:
   /// ridge: the features; ranpac: ReLU(F W_rand), W_rand drawn once from the run seed.
   torch::Tensor expand(const torch::Tensor& f, uint64_t seed) {
     if (o_.head != "ranpac") return f.to(torch::kFloat32);
