@@ -267,3 +267,12 @@ TEST_CASE("sotu's options are checked", "[strategies][sotu]") {
   CHECK_THROWS_WITH(parse("{name: ranpac, keep: 0.1}"), Catch::Contains("keep"));
   CHECK_NOTHROW(parse("{name: sotu, tune: ['blocks.*'], mask_scope: weights_only, anchor: after_first_task}"));
 }
+
+TEST_CASE("ranpac resumes mid-run with identical numbers", "[strategies][sotu][resume]") {
+  // The base session is the only task that trains: interrupt it, then resume the whole run.
+  SotuRig rig("{name: ranpac, anchor: after_first_task, ranpac_dim: 64}");
+  auto [expected, resumed] = test::run_interrupted_and_resumed(rig.spec, rig.dir / "ranpac", 0, 2);
+  CHECK(resumed["accuracy"]["correct"] == expected["accuracy"]["correct"]);
+  CHECK(resumed["strategy_hooks"]["calls"] == expected["strategy_hooks"]["calls"]);
+  CHECK(without_seconds(resumed["strategy_state"]) == without_seconds(expected["strategy_state"]));
+}
