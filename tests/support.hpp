@@ -109,6 +109,37 @@ inline std::pair<nlohmann::json, nlohmann::json> run_interrupted_and_resumed(con
   return {expected, run_experiment(spec, again).metrics};
 }
 
+/// The tiny text benchmark shipped in tests/data/fixtures/text (scripts/make_text_fixtures.py):
+/// its CL_Benchmark folder and its SentencePiece model (T5's id layout, 120 pieces).
+inline std::string text_fixture(const std::string& name) {
+  std::string here = __FILE__;
+  return here.substr(0, here.find_last_of('/')) + "/data/fixtures/text/" + name;
+}
+
+/// A small text experiment (tiny T5, SST-2 then agnews of the tiny benchmark); `extra` YAML
+/// lines are appended at the top level.
+inline std::string tiny_text_config(const std::string& extra = "") {
+  return "name: tiny_text\n"
+         "seed: 5\n"
+         "device: cpu\n"
+         "stream: {name: sequence, dataset: {name: cl_benchmark, root: " + text_fixture("cl") +
+         ", tokenizer: " + text_fixture("tiny_spm.model") + ", order: [SST-2, agnews]}}\n"
+         "backbone: {name: t5, d_model: 32, d_ff: 32, d_kv: 4, num_heads: 2, num_layers: 1, num_decoder_layers: 1, "
+         "vocab_size: 128, relative_attention_num_buckets: 8, relative_attention_max_distance: 16, dropout_rate: 0}\n"
+         "train: {epochs: 2, batch_size: 4, grad_clip: 1.0, optimizer: {name: adamw, lr: 0.01, weight_decay: 0}}\n"
+         "eval: {batch_size: 4, max_new_tokens: 6}\n" + extra;
+}
+
+/// The T5 data the repository must not hold (../shared/data/t5, or $CLRUN_SHARED_DATA/t5): empty
+/// when absent, and the tests that need it only warn.
+inline std::string shared_t5_file(const std::string& name) {
+  const char* env = std::getenv("CLRUN_SHARED_DATA");
+  std::string here = __FILE__;
+  std::string root = env ? std::string(env) : here.substr(0, here.find_last_of('/')) + "/../../shared/data";
+  std::string path = root + "/t5/" + name;
+  return std::filesystem::exists(path) ? path : std::string();
+}
+
 /// The Classifier behind a Model reference (tests look at its head).
 inline Classifier& classifier(Model& model) { return dynamic_cast<Classifier&>(model); }
 

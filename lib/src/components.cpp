@@ -9,13 +9,16 @@ Registries make_registries() {
   register_mnist(r.datasets);
   register_cifar(r.datasets);
   register_image_folder(r.datasets);
+  register_text_benchmark(r.datasets);
   register_split(r.streams);
   register_permuted(r.streams);
   register_rotated(r.streams);
+  register_sequence(r.streams);
   register_mlp(r.backbones);
   register_cnn(r.backbones);
   register_vit(r.backbones);
   register_resnet(r.backbones);
+  register_t5(r.backbones);
   register_finetune(r.strategies);
   register_joint(r.strategies);
   register_cumulative(r.strategies);

@@ -154,6 +154,8 @@ ExperimentSpec parse_spec(const std::string& yaml_text, const std::string& sourc
   std::string scenario = spec.stream.resolved.at("scenario");
   if (spec.train.logits == "auto") spec.train.logits = scenario == "task-il" ? "current" : "all";
   spec.eval.batch_size = eval_batch_size_for(spec.backbone.name(), spec.eval.batch_size);
+  if (scenario == "instruction-il" && spec.train.logits != "all")
+    train.child("logits").fail("text streams have no class logits to restrict: use all (or auto)");
   if (scenario == "domain-il" && spec.train.logits != "all")
     train.child("logits").fail("domain-il streams share every class across tasks: use all (or auto)");
   if (spec.device != "auto" && spec.device != "cpu" && spec.device.rfind("cuda", 0) != 0)
@@ -192,6 +194,8 @@ nlohmann::json ExperimentSpec::resolved() const {
   j["eval"] = options_to_json(eval);
   // Absent at its default, so that configs that do not set it keep their run directories.
   if (eval.future_tasks) j["eval"].erase("future_tasks");
+  if (eval.when == EvalSpec{}.when) j["eval"].erase("when");
+  if (eval.max_new_tokens == EvalSpec{}.max_new_tokens) j["eval"].erase("max_new_tokens");
   j["output"] = options_to_json(output);
   return j;
 }

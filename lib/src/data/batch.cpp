@@ -19,20 +19,37 @@ Batch Batch::select(const torch::Tensor& positions) const {
   return out;
 }
 
+namespace {
+
+/// torch::cat along rows; token batches padded to different lengths are right-padded to the
+/// longest first (`fill`: the field's padding value).
+torch::Tensor cat_rows(std::vector<torch::Tensor> ts, double fill) {
+  if (ts.empty()) return {};
+  if (ts[0].dim() == 2 && !ts[0].is_floating_point()) {
+    int64_t width = 0;
+    for (const auto& t : ts) width = std::max(width, t.size(1));
+    for (auto& t : ts)
+      if (t.size(1) < width) t = torch::constant_pad_nd(t, {0, width - t.size(1)}, fill);
+  }
+  return torch::cat(ts);
+}
+
+}  // namespace
+
 Batch Batch::cat(const std::vector<Batch>& parts) {
   if (parts.size() == 1) return parts[0];
-  auto all = [&](auto field) {
+  auto all = [&](auto field, double fill) {
     std::vector<torch::Tensor> ts;
     for (const Batch& b : parts) {
       if (!(b.*field).defined()) return torch::Tensor();
       ts.push_back(b.*field);
     }
-    return ts.empty() ? torch::Tensor() : torch::cat(ts);
+    return cat_rows(std::move(ts), fill);
   };
   Batch out;
-  out.inputs = all(&Batch::inputs);
-  out.targets = all(&Batch::targets);
-  out.task_ids = all(&Batch::task_ids);
+  out.inputs = all(&Batch::inputs, 0);
+  out.targets = all(&Batch::targets, kIgnoreTarget);
+  out.task_ids = all(&Batch::task_ids, 0);
   bool any_weights = false, any_index = false;
   for (const Batch& b : parts) any_weights |= b.weights.defined(), any_index |= b.index.defined();
   std::vector<torch::Tensor> weights, index;
@@ -53,7 +70,7 @@ Batch Batch::cat(const std::vector<Batch>& parts) {
       if (it == b.extra.end()) break;
       ts.push_back(it->second);
     }
-    if (ts.size() == parts.size()) out.extra[name] = torch::cat(ts);
+    if (ts.size() == parts.size()) out.extra[name] = cat_rows(std::move(ts), 0);
   }
   return out;
 }

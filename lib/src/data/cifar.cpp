@@ -152,8 +152,8 @@ Split read_split(const std::string& root, const std::vector<std::string>& files,
     images.push_back(std::move(part.images));
     labels.push_back(std::move(part.labels));
   }
-  if (files.size() == 1) return {images[0], labels[0]};
-  return {torch::cat(images), torch::cat(labels)};
+  if (files.size() == 1) return {images[0], labels[0], {}, {}};
+  return {torch::cat(images), torch::cat(labels), {}, {}};
 }
 
 /// The names file when present, else the standard names.
@@ -227,7 +227,7 @@ Split parse_cifar_batch(std::string_view bytes, const std::string& name, const C
   torch::Tensor raw = torch::from_blob(const_cast<char*>(bytes.data()), {n, record}, torch::kUInt8);
   torch::Tensor images = raw.narrow(1, label_bytes, kCifarImageBytes).clone(torch::MemoryFormat::Contiguous);
   torch::Tensor labels = raw.select(1, format.label).to(torch::kInt64);
-  return {images.view({n, 3, 32, 32}), labels};
+  return {images.view({n, 3, 32, 32}), labels, {}, {}};
 }
 
 std::vector<std::string> parse_cifar_class_names(std::string_view text, const std::string& name, int64_t expected) {

@@ -356,8 +356,8 @@ std::shared_ptr<Dataset> load(const FolderOptions<P>& o) {
 
   const auto start = std::chrono::steady_clock::now();
   const Fit fit = native ? Fit::native : o.load_resize == "stretch" ? Fit::stretch : Fit::cover;
-  ds->train = {load_images(train.files, H, W, fit), torch::tensor(train.labels, torch::kInt64)};
-  ds->test = {load_images(test.files, H, W, fit), torch::tensor(test.labels, torch::kInt64)};
+  ds->train = {load_images(train.files, H, W, fit), torch::tensor(train.labels, torch::kInt64), {}, {}};
+  ds->test = {load_images(test.files, H, W, fit), torch::tensor(test.labels, torch::kInt64), {}, {}};
   spdlog::info("{}: {} train + {} test images of {} classes decoded in {:.1f}s ({} threads) into 3x{}x{} uint8 ({} MiB)",
                o.root, train.files.size(), test.files.size(), ds->num_classes,
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),

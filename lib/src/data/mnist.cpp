@@ -76,7 +76,7 @@ Split read_split(const std::string& root, const char* images, const char* labels
                      std::to_string(num_classes) + " classes (0.." + std::to_string(num_classes - 1) +
                      "); the file is corrupt or belongs to another data set");
   }
-  return {x.contiguous(), y.to(torch::kInt64)};
+  return {x.contiguous(), y.to(torch::kInt64), {}, {}};
 }
 
 template <const Layout& L>

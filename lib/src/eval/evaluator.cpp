@@ -3,12 +3,46 @@
 
 #include <torch/torch.h>
 
+#include "clrun/data/tokenizer.hpp"
 #include "clrun/eval/metrics.hpp"
 
 namespace clrun {
 
-Evaluator::Evaluator(const Stream& stream, Strategy& strategy, int64_t batch_size, bool seen_only, bool future_tasks)
-    : stream_(stream), strategy_(strategy), batch_size_(batch_size), seen_only_(seen_only), future_tasks_(future_tasks) {}
+Evaluator::Evaluator(const Stream& stream, Strategy& strategy, int64_t batch_size, bool seen_only, bool future_tasks,
+                     int64_t max_new_tokens)
+    : stream_(stream),
+      strategy_(strategy),
+      batch_size_(batch_size),
+      seen_only_(seen_only),
+      future_tasks_(future_tasks),
+      max_new_tokens_(max_new_tokens) {}
+
+EvalRow Evaluator::skipped() const {
+  EvalRow row;
+  row.correct.assign(stream_.num_tasks(), AccuracyMatrix::kNotEvaluated);
+  if (stream_.scenario == Scenario::class_il) row.correct_task_aware = row.correct;
+  return row;
+}
+
+int64_t Evaluator::generate_and_score(Model& model, const Task& task, std::vector<std::string>& predictions) const {
+  const Tokenizer& tokenizer = *stream_.tokenizer;
+  const torch::Tensor rows = task.test_rows.cpu();
+  const torch::Tensor labels = stream_.test.labels.index_select(0, rows);
+  int64_t correct = 0;
+  for (int64_t start = 0; start < rows.size(0); start += batch_size_) {
+    const int64_t end = std::min(rows.size(0), start + batch_size_);
+    Batch batch = stream_.make_batch(stream_.test, rows.slice(0, start, end), {}, {task.index});
+    const torch::Tensor ids = model.generate(batch, max_new_tokens_).cpu().contiguous();
+    for (int64_t i = 0; i < ids.size(0); ++i) {
+      const int64_t* p = ids[i].data_ptr<int64_t>();
+      std::string answer = tokenizer.decode(std::vector<int64_t>(p, p + ids.size(1)));
+      const int64_t label = labels[start + i].item<int64_t>();
+      correct += label >= 0 && normalize_answer(answer) == normalize_answer(stream_.class_names.at(label));
+      predictions.push_back(std::move(answer));
+    }
+  }
+  return correct;
+}
 
 torch::Tensor Evaluator::logit_mask(const std::vector<int64_t>& classes, int64_t num_classes, torch::Device device) {
   // Finite, so that a masked target gives a large loss rather than NaN.
@@ -29,6 +63,12 @@ EvalRow Evaluator::evaluate(Model& model, int trained_task) {
     if (!future_tasks_ && task.index > trained_task) {
       row.correct.push_back(AccuracyMatrix::kNotEvaluated);
       if (class_il) row.correct_task_aware.push_back(AccuracyMatrix::kNotEvaluated);
+      if (stream_.is_text()) row.predictions.emplace_back();
+      continue;
+    }
+    if (stream_.is_text()) {
+      row.predictions.emplace_back();
+      row.correct.push_back(generate_and_score(model, task, row.predictions.back()));
       continue;
     }
     torch::Tensor task_mask = logit_mask(task.classes, stream_.num_classes, device);
@@ -40,11 +80,8 @@ EvalRow Evaluator::evaluate(Model& model, int trained_task) {
     torch::Tensor correct_aware = torch::zeros_like(correct);
     const int64_t n = task.test_rows.size(0);
     for (int64_t start = 0; start < n; start += batch_size_) {
-      Batch batch;
-      batch.index = task.test_rows.slice(0, start, std::min(n, start + batch_size_));
-      batch.inputs = stream_.inputs(stream_.test, batch.index, task);
-      batch.targets = stream_.test.labels.index_select(0, batch.index);
-      batch.task_ids = torch::full_like(batch.index, task.index);
+      Batch batch = stream_.make_batch(stream_.test, task.test_rows.slice(0, start, std::min(n, start + batch_size_)), {},
+                                       {task.index});
       const EvalContext ctx{trained_task, task.index, model, stream_};
       torch::Tensor logits = strategy_.eval_logits(ctx, strategy_.eval_forward(ctx, batch));
       const torch::Tensor& y = batch.targets;

@@ -23,6 +23,10 @@ torch::Tensor Model::features(const Batch&) {
   throw std::logic_error("this model has no feature output: the strategy needs a classifier (backbone + head)");
 }
 
+torch::Tensor Model::generate(const Batch&, int64_t) {
+  throw std::logic_error("this model does not generate text: text streams need a sequence-to-sequence backbone (t5)");
+}
+
 void copy_state(const torch::nn::Module& src, torch::nn::Module& dst) {
   torch::NoGradGuard no_grad;
   auto from = src.named_parameters(), to = dst.named_parameters();

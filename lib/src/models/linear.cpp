@@ -35,7 +35,11 @@ torch::Tensor TappedLayer::observe(const torch::Tensor& input, torch::Tensor out
 
 LinearImpl::LinearImpl(int64_t in, int64_t out, bool bias_) : in_features(in), out_features(out), with_bias(bias_) { reset(); }
 
+LinearImpl::LinearImpl(const torch::Tensor& tied_weight)
+    : in_features(tied_weight.size(1)), out_features(tied_weight.size(0)), with_bias(false), tied(true), weight(tied_weight) {}
+
 void LinearImpl::reset() {
+  if (tied) return;  // clone(): the owner's weight stays shared
   weight = register_parameter("weight", torch::empty({out_features, in_features}));
   bias = with_bias ? register_parameter("bias", torch::empty({out_features})) : torch::Tensor();
   reset_parameters();

@@ -22,12 +22,10 @@ int64_t uniform_index(at::Generator& gen, int64_t n) {
   return static_cast<int64_t>(impl->random64() % static_cast<uint64_t>(n));
 }
 
-void ReplayMemory::allocate(const torch::Tensor& raw, const torch::Tensor& logits) {
-  std::vector<int64_t> shape = raw.sizes().vec();
-  shape[0] = capacity_;
-  raw_ = torch::zeros(shape, raw.options());
-  targets_ = torch::zeros({capacity_}, raw.options().dtype(torch::kInt64));
-  task_ids_ = torch::zeros({capacity_}, raw.options().dtype(torch::kInt64));
+void ReplayMemory::allocate(const torch::Tensor& rows, const torch::Tensor& logits) {
+  rows_ = torch::zeros({capacity_}, rows.options());
+  labels_ = torch::zeros({capacity_}, rows.options());
+  task_ids_ = torch::zeros({capacity_}, rows.options());
   if (logits.defined()) logits_ = torch::zeros({capacity_, logits.size(1)}, logits.options());
 }
 
@@ -62,11 +60,12 @@ void ReplayMemory::add(const Stream& stream, const Batch& current, const torch::
   torch::NoGradGuard no_grad;
   const int64_t n = current.size();
   if (n == 0 || capacity_ == 0) return;
-  torch::Tensor raw = stream.train.images.index_select(0, current.index);
-  if (!raw_.defined()) allocate(raw, logits);
+  if (!rows_.defined()) allocate(current.index, logits);
   if (policy_ == Policy::class_balanced && slot_labels_.empty()) slot_labels_.assign(capacity_, -1);
   // Host-side labels: a device sync only for the class-balanced policy, which must count classes.
-  torch::Tensor labels_host = policy_ == Policy::class_balanced ? current.targets.cpu() : torch::Tensor();
+  torch::Tensor labels_host =
+      policy_ == Policy::class_balanced ? stream.train.labels.index_select(0, current.index.to(stream.train.labels.device())).cpu()
+                                        : torch::Tensor();
   std::map<int64_t, int64_t> slot_to_row;  // later rows win a slot chosen twice in one batch
   for (int64_t i = 0; i < n; ++i) {
     const int64_t label = labels_host.defined() ? labels_host[i].item<int64_t>() : 0;
@@ -78,10 +77,11 @@ void ReplayMemory::add(const Stream& stream, const Batch& current, const torch::
   if (slot_to_row.empty()) return;
   std::vector<int64_t> slots, rows;
   for (const auto& [s, r] : slot_to_row) slots.push_back(s), rows.push_back(r);
-  const auto device = raw.device();
+  const auto device = rows_.device();
   torch::Tensor slot_t = torch::tensor(slots, torch::kInt64).to(device), row_t = torch::tensor(rows, torch::kInt64).to(device);
-  raw_.index_copy_(0, slot_t, raw.index_select(0, row_t));
-  targets_.index_copy_(0, slot_t, current.targets.index_select(0, row_t));
+  torch::Tensor added = current.index.index_select(0, row_t);
+  rows_.index_copy_(0, slot_t, added);
+  labels_.index_copy_(0, slot_t, stream.train.labels.index_select(0, added.to(stream.train.labels.device())).to(device));
   task_ids_.index_copy_(0, slot_t, current.task_ids.index_select(0, row_t));
   if (logits_.defined()) logits_.index_copy_(0, slot_t, logits.detach().index_select(0, row_t).to(logits_.dtype()));
   if (std::find(tasks_.begin(), tasks_.end(), task) == tasks_.end()) tasks_.push_back(task);
@@ -89,18 +89,16 @@ void ReplayMemory::add(const Stream& stream, const Batch& current, const torch::
 
 Batch ReplayMemory::sample(const Stream& stream, int64_t n, at::Generator& gen) const {
   n = std::min(n, filled_);
-  torch::Tensor pick = torch::randperm(filled_, gen, torch::kInt64).slice(0, 0, n).to(raw_.device());
-  Batch b;
-  b.task_ids = task_ids_.index_select(0, pick);
-  b.targets = targets_.index_select(0, pick);
-  b.inputs = stream.prepare_by_task(raw_.index_select(0, pick), b.task_ids, tasks_);
+  torch::Tensor pick = torch::randperm(filled_, gen, torch::kInt64).slice(0, 0, n).to(rows_.device());
+  Batch b = stream.make_batch(stream.train, rows_.index_select(0, pick), task_ids_.index_select(0, pick), tasks_);
+  b.index = torch::Tensor();  // memory rows are not rows of the current batch's training set
   if (logits_.defined()) b.extra["logits"] = logits_.index_select(0, pick);
   return b;
 }
 
 std::vector<int64_t> ReplayMemory::class_counts() const {
   if (filled_ == 0) return {};
-  torch::Tensor t = targets_.slice(0, 0, filled_).cpu();
+  torch::Tensor t = labels_.slice(0, 0, filled_).cpu();
   std::vector<int64_t> counts(t.max().item<int64_t>() + 1, 0);
   for (int64_t i = 0; i < filled_; ++i) ++counts[t[i].item<int64_t>()];
   return counts;
@@ -109,7 +107,7 @@ std::vector<int64_t> ReplayMemory::class_counts() const {
 void ReplayMemory::save(torch::serialize::OutputArchive& archive) const {
   archive.write("filled", c10::IValue(filled_));
   archive.write("seen", c10::IValue(seen_));
-  write_tensors(archive, "tensors", {raw_, targets_, task_ids_, logits_});
+  write_tensors(archive, "tensors", {rows_, labels_, task_ids_, logits_});
   archive.write("slot_labels", torch::tensor(slot_labels_, torch::kInt64));
   archive.write("seen_per_class", torch::tensor(seen_per_class_, torch::kInt64));
   archive.write("tasks", torch::tensor(std::vector<int64_t>(tasks_.begin(), tasks_.end()), torch::kInt64));
@@ -122,7 +120,7 @@ void ReplayMemory::load(torch::serialize::InputArchive& archive, torch::Device d
   archive.read("seen", v);
   seen_ = v.toInt();
   auto tensors = read_tensors(archive, "tensors", device);
-  raw_ = tensors.at(0), targets_ = tensors.at(1), task_ids_ = tensors.at(2), logits_ = tensors.at(3);
+  rows_ = tensors.at(0), labels_ = tensors.at(1), task_ids_ = tensors.at(2), logits_ = tensors.at(3);
   auto read_vector = [&](const char* key) {
     torch::Tensor t;
     archive.read(key, t);
@@ -141,7 +139,7 @@ nlohmann::json ReplayMemory::describe() const {
           {"size", filled_},
           {"seen", seen_},
           {"per_class", class_counts()},
-          {"stored_dtype", raw_.defined() ? std::string(c10::toString(raw_.scalar_type())) : std::string("none")}};
+          {"stored", "training-set row indices (inputs are rebuilt from the stream)"}};
 }
 
 }  // namespace clrun

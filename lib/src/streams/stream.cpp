@@ -7,6 +7,7 @@
 
 #include "clrun/core/error.hpp"
 #include "clrun/core/seed.hpp"
+#include "clrun/data/tokenizer.hpp"
 
 namespace clrun {
 
@@ -15,6 +16,7 @@ std::string to_string(Scenario s) {
     case Scenario::class_il: return "class-il";
     case Scenario::task_il: return "task-il";
     case Scenario::domain_il: return "domain-il";
+    case Scenario::instruction_il: return "instruction-il";
   }
   return "?";
 }
@@ -23,6 +25,7 @@ Scenario scenario_from_string(const std::string& s) {
   if (s == "class-il") return Scenario::class_il;
   if (s == "task-il") return Scenario::task_il;
   if (s == "domain-il") return Scenario::domain_il;
+  if (s == "instruction-il") return Scenario::instruction_il;
   throw InputError("stream.scenario: unknown scenario '" + s + "'");
 }
 
@@ -32,15 +35,22 @@ Stream::Stream(std::string name_, const Dataset& data, Scenario scenario_, std::
       scenario(scenario_),
       num_classes(data.num_classes),
       class_order(std::move(order)),
-      input_shape(data.input_shape()) {
+      input_shape(data.input_shape()),
+      tokenizer(data.tokenizer) {
+  data_shape_ = input_shape;
+  if (is_text()) {  // labels stay as they are (-1: outside the label set); no normalisation
+    train = data.train;
+    test = data.test;
+    class_names = data.class_names;
+    return;
+  }
   // new label = position of the original label in the order (PyCIL / FACIL convention)
   std::vector<int64_t> position(num_classes);
   for (int64_t k = 0; k < num_classes; ++k) position[class_order[k]] = k;
   torch::Tensor map = torch::tensor(position, torch::kInt64);
-  train = {data.train.images, map.index_select(0, data.train.labels)};
-  test = {data.test.images, map.index_select(0, data.test.labels)};
+  train = {data.train.images, map.index_select(0, data.train.labels), {}, {}};
+  test = {data.test.images, map.index_select(0, data.test.labels), {}, {}};
   for (int64_t k = 0; k < num_classes; ++k) class_names.push_back(data.class_names.at(class_order[k]));
-  data_shape_ = input_shape;
   set_normalization(data.mean, data.std);
 }
 
@@ -59,6 +69,7 @@ void Stream::set_normalization(const std::vector<double>& means, const std::vect
 
 void Stream::set_image_transforms(const TransformsSpec& spec) {
   if (spec.empty()) return;
+  if (is_text()) throw InputError("stream.transforms: image transforms do not apply to the text data set " + dataset);
   const int64_t channels = data_shape_.at(0);
   if (!spec.mean.empty()) {
     for (std::size_t n : {spec.mean.size(), spec.std.size()})
@@ -82,15 +93,18 @@ void Stream::set_image_transforms(const TransformsSpec& spec) {
 }
 
 void Stream::to(torch::Device device) {
-  for (Split* s : {&train, &test}) {
-    s->images = s->images.to(device);
-    s->labels = s->labels.to(device);
-  }
+  device_ = device;
+  if (!is_text())
+    for (Split* s : {&train, &test}) {
+      s->images = s->images.to(device);
+      s->labels = s->labels.to(device);
+    }
   for (Task& t : tasks) {
     t.train_rows = t.train_rows.to(device);
     t.test_rows = t.test_rows.to(device);
     if (t.transform) t.transform->to(device);
   }
+  if (is_text()) return;
   scale_ = scale_.to(device);
   shift_ = shift_.to(device);
 }
@@ -121,6 +135,30 @@ torch::Tensor Stream::prepare_by_task(const torch::Tensor& raw, const torch::Ten
     if (sel.numel() > 0) x.index_copy_(0, sel, prepare(raw.index_select(0, sel), this->tasks.at(t), train));
   }
   return x;
+}
+
+Batch Stream::make_batch(const Split& split, const torch::Tensor& rows, const torch::Tensor& task_ids,
+                         const std::vector<int>& tasks, at::Generator* train) const {
+  Batch b;
+  b.index = rows;
+  b.task_ids = task_ids.defined() ? task_ids : torch::full_like(rows, tasks.at(0));
+  if (!is_text()) {
+    b.targets = split.labels.index_select(0, rows);
+    b.inputs = task_ids.defined() && tasks.size() > 1 ? prepare_by_task(split.images.index_select(0, rows), task_ids, tasks, train)
+                                                      : prepare(split.images.index_select(0, rows), this->tasks.at(tasks.at(0)), train);
+    return b;
+  }
+  // Dynamic padding: each batch is as long as its longest source and target.
+  const torch::Tensor host_rows = rows.cpu();
+  auto trimmed = [&](const torch::Tensor& padded) {
+    torch::Tensor t = padded.index_select(0, host_rows);  // right-padded with 0, which no token is
+    return t.narrow(1, 0, std::max<int64_t>(1, t.ne(0).sum(1).max().item<int64_t>()));
+  };
+  torch::Tensor ids = trimmed(split.images), targets = trimmed(split.targets);
+  b.inputs = ids.to(device_);
+  b.extra["attention_mask"] = ids.ne(0).to(torch::kInt64).to(device_);
+  b.targets = targets.masked_fill(targets.eq(0), Batch::kIgnoreTarget).to(device_);
+  return b;
 }
 
 bool Stream::has_transforms() const {
@@ -181,9 +219,8 @@ void Stream::carve_validation(double fraction) {
     t.test_rows = remap(to_val, t.train_rows);
     t.train_rows = remap(to_train, t.train_rows);
   }
-  const torch::Device device = train.images.device();
-  test = {train.images.index_select(0, val_rows.to(device)), train.labels.index_select(0, val_rows.to(device))};
-  train = {train.images.index_select(0, train_rows.to(device)), train.labels.index_select(0, train_rows.to(device))};
+  test = train.select(val_rows);
+  train = train.select(train_rows);
   validation = true;
 }
 
@@ -198,6 +235,8 @@ nlohmann::json Stream::describe() const {
                         {"train_size", t.train_rows.size(0)},
                         {"test_size", t.test_rows.size(0)}};
     if (t.transform) j["transform"] = t.transform->describe();
+    if (!t.name.empty()) j["name"] = t.name;
+    if (t.epochs > 0) j["epochs"] = t.epochs;
     tasks_json.push_back(j);
   }
   nlohmann::json j = {{"name", name},         {"dataset", dataset},         {"evaluated_on", validation ? "validation" : "test"},         {"scenario", to_string(scenario)},
@@ -214,12 +253,7 @@ void for_each_train_batch(const Stream& stream, int task, int64_t batch_size, in
   const Task& tk = stream.tasks.at(task);
   const int64_t n = limit > 0 ? std::min(limit, tk.train_rows.size(0)) : tk.train_rows.size(0);
   for (int64_t start = 0; start < n; start += batch_size) {
-    Batch b;
-    b.index = tk.train_rows.slice(0, start, std::min(n, start + batch_size));
-    b.inputs = stream.inputs(stream.train, b.index, tk);
-    b.targets = stream.train.labels.index_select(0, b.index);
-    b.task_ids = torch::full_like(b.index, task);
-    fn(b);
+    fn(stream.make_batch(stream.train, tk.train_rows.slice(0, start, std::min(n, start + batch_size)), {}, {task}));
   }
 }
 

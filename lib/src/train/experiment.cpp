@@ -11,6 +11,7 @@
 #include "clrun/core/device.hpp"
 #include "clrun/core/error.hpp"
 #include "clrun/core/seed.hpp"
+#include "clrun/data/tokenizer.hpp"
 #include "clrun/eval/evaluator.hpp"
 #include "clrun/eval/metrics.hpp"
 #include "clrun/io/environment.hpp"
@@ -288,6 +289,28 @@ void log_summary(const nlohmann::json& final_metrics, const RunState& state, con
   spdlog::info("metrics: {}", dir.file("metrics.json"));
 }
 
+/// predictions_after_task{t}.jsonl: every scored test row's generated answer beside its label,
+/// so that a text result can be audited (and re-scored) from the run directory.
+void write_predictions(const RunDir& dir, const Stream& stream, const EvalRow& row, int trained_task) {
+  std::string out;
+  for (const Task& task : stream.tasks) {
+    const auto& answers = row.predictions.at(task.index);
+    if (answers.empty()) continue;
+    const torch::Tensor rows = task.test_rows.cpu();
+    for (std::size_t i = 0; i < answers.size(); ++i) {
+      const int64_t r = rows[static_cast<int64_t>(i)].item<int64_t>();
+      const int64_t label = stream.test.labels[r].item<int64_t>();
+      const std::string gold = label >= 0 ? stream.class_names.at(label) : std::string();
+      out += nlohmann::json({{"task", task.index}, {"dataset", task.name}, {"row", r}, {"prediction", answers[i]},
+                             {"label", label >= 0 ? nlohmann::json(gold) : nlohmann::json(nullptr)},
+                             {"correct", label >= 0 && normalize_answer(answers[i]) == normalize_answer(gold)}})
+                 .dump() +
+             "\n";
+    }
+  }
+  dir.write_text("predictions_after_task" + std::to_string(trained_task) + ".jsonl", out);
+}
+
 }  // namespace
 
 ModelFactory model_factory(const ExperimentSpec& spec, const Stream& stream, torch::Device device) {
@@ -295,10 +318,23 @@ ModelFactory model_factory(const ExperimentSpec& spec, const Stream& stream, tor
   // (teachers, anchors) use the global generator, whose state is checkpointed, and are
   // overwritten by their owners anyway.
   return [&spec, &stream, device] {
-    auto model = std::make_shared<Classifier>(spec.backbone.build(stream.input_shape), stream.num_classes);
-    initialize(*model, spec.backbone_common.init);
+    std::shared_ptr<Backbone> backbone = spec.backbone.build(stream.input_shape);
+    std::shared_ptr<Model> model;
+    if (auto lm = std::dynamic_pointer_cast<LanguageModel>(backbone)) {
+      if (!stream.is_text())
+        throw InputError("backbone: " + spec.backbone.name() + " reads token ids; " + stream.dataset + " is an image data set");
+      lm->initialize(spec.backbone_common.init);
+      model = std::make_shared<Seq2SeqModel>(lm);
+    } else {
+      if (stream.is_text())
+        throw InputError("backbone: " + spec.backbone.name() + " is an image model; the text data set " + stream.dataset +
+                         " needs a sequence-to-sequence backbone (t5)");
+      auto classifier = std::make_shared<Classifier>(backbone, stream.num_classes);
+      initialize(*classifier, spec.backbone_common.init);
+      model = classifier;
+    }
     model->to(device);
-    return std::shared_ptr<Model>(model);
+    return model;
   };
 }
 
@@ -341,7 +377,8 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
   Progress progress(options.progress_bar);
   trainer.set_progress(&progress);
   if (options.on_step) trainer.set_step_callback(options.on_step);
-  Evaluator evaluator(*stream, *strategy, spec.eval.batch_size, spec.eval.eval_classes == "seen", spec.eval.future_tasks);
+  Evaluator evaluator(*stream, *strategy, spec.eval.batch_size, spec.eval.eval_classes == "seen", spec.eval.future_tasks,
+                      spec.eval.max_new_tokens);
   const bool class_il = stream->scenario == Scenario::class_il;
   spdlog::info("{}: {} on {} ({}{}), {} tasks, {} classes; backbone {} ({} parameters); strategy {}", spec.name,
                stream->name, stream->dataset, to_string(stream->scenario), stream->validation ? ", validation split" : "",
@@ -359,7 +396,7 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
                  stream->num_tasks());
   } else {
     if (options.resume) spdlog::info("--resume: no checkpoint in {}, starting from the beginning", dir.path());
-    if (spec.eval.future_tasks) {  // the random-init row only scores future tasks
+    if (spec.eval.future_tasks && spec.eval.when == "every_task") {  // the random-init row only scores future tasks
       auto t0 = Clock::now();
       EvalRow init = evaluator.evaluate(*model, -1);
       state.eval_seconds += seconds_since(t0);
@@ -374,8 +411,10 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
       TaskStats stats = trainer.train_task(t);
       state.train_seconds += stats.seconds;
       auto t0 = Clock::now();
-      EvalRow row = evaluator.evaluate(*model, t);
+      const bool scored = spec.eval.when == "every_task" || t + 1 == stream->num_tasks();
+      EvalRow row = scored ? evaluator.evaluate(*model, t) : evaluator.skipped();
       state.eval_seconds += seconds_since(t0);
+      if (!row.predictions.empty()) write_predictions(dir, *stream, row, t);
       state.accuracy.add_row(row.correct);
       if (class_il) state.task_aware.add_row(row.correct_task_aware);
       state.tasks.push_back(stats);

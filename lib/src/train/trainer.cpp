@@ -70,15 +70,9 @@ Trainer::TrainingSet Trainer::training_set(int task) const {
 
 Batch Trainer::make_batch(const TrainingSet& set, const torch::Tensor& positions, const Task& current,
                           at::Generator* train_transforms) const {
-  Batch b;
-  b.index = set.rows.index_select(0, positions);
-  b.task_ids = set.task_ids.index_select(0, positions);
-  b.targets = stream_.train.labels.index_select(0, b.index);
   // Several domain-IL tasks at once (cumulative/joint): each row gets its own task's transform.
-  b.inputs = set.single_transform
-                 ? stream_.inputs(stream_.train, b.index, current, train_transforms)
-                 : stream_.inputs_by_task(stream_.train, b.index, b.task_ids, set.tasks, train_transforms);
-  return b;
+  return stream_.make_batch(stream_.train, set.rows.index_select(0, positions), set.task_ids.index_select(0, positions),
+                            set.single_transform ? std::vector<int>{current.index} : set.tasks, train_transforms);
 }
 
 torch::Tensor Trainer::loss_masks(int task) const {
@@ -246,7 +240,8 @@ TaskStats Trainer::train_task(int task) {
   const int64_t B = ts.batch_size, K = ts.accumulate_steps;
   const int64_t batches_per_epoch = ts.drop_last ? n / B : (n + B - 1) / B;
   const int64_t steps_per_epoch = (batches_per_epoch + K - 1) / K;
-  const int64_t total_steps = ts.iterations > 0 ? ts.iterations : ts.epochs * steps_per_epoch;
+  const int64_t task_epochs = current.epochs > 0 ? current.epochs : ts.epochs;
+  const int64_t total_steps = ts.iterations > 0 ? ts.iterations : task_epochs * steps_per_epoch;
   const int64_t epochs = (total_steps + steps_per_epoch - 1) / steps_per_epoch;
   const bool per_step_lr = scheduler_->interval == Scheduler::Interval::step;
   if (progress_) progress_->start("task " + std::to_string(task + 1) + "/" + std::to_string(stream_.num_tasks()), total_steps);

@@ -46,6 +46,8 @@ struct EvalSpec {
   int64_t batch_size = 0;             ///< 0 = auto: eval_batch_size_for(backbone), resolved by parse_spec
   std::string eval_classes = "seen";  ///< class-IL: argmax over seen classes or all
   bool future_tasks = true;           ///< score tasks not yet trained (fwt needs them)
+  std::string when = "every_task";    ///< every_task | last
+  int64_t max_new_tokens = 50;        ///< text streams: generated tokens at most (</s> included)
 
   template <class V>
   void fields(V& v) {
@@ -56,6 +58,10 @@ struct EvalSpec {
     v("future_tasks", future_tasks,
       "after each task also score the tasks not yet trained (forward transfer needs them); false: their "
       "accuracy-matrix entries are null and fwt is null");
+    v("when", when, "score after every task (the accuracy matrix) or only after the last (earlier rows null; "
+      "forgetting and bwt null)", one_of({"every_task", "last"}));
+    v("max_new_tokens", max_new_tokens, "text streams: greedy generation stops at </s> or after this many tokens",
+      at_least(1));
   }
 };
 

@@ -13,19 +13,27 @@ namespace clrun {
 struct EvalRow {
   std::vector<int64_t> correct;             ///< the scenario's scoring, per task
   std::vector<int64_t> correct_task_aware;  ///< class-IL only: logits restricted to the task
+  /// Text streams: each scored test row's generated answer as decoded, per task (empty when not scored).
+  std::vector<std::vector<std::string>> predictions;
 };
 
 class Evaluator {
  public:
   /// `seen_only`: class-IL argmax over seen classes (eval_classes: seen) rather than all.
   /// `future_tasks` false: tasks after the trained one are not scored (eval.future_tasks).
-  Evaluator(const Stream& stream, Strategy& strategy, int64_t batch_size, bool seen_only, bool future_tasks = true);
+  /// `max_new_tokens`: text streams' generation length limit.
+  Evaluator(const Stream& stream, Strategy& strategy, int64_t batch_size, bool seen_only, bool future_tasks = true,
+            int64_t max_new_tokens = 50);
 
   /// Scores every task after training `trained_task` (-1: the untrained model). Class-IL scores
   /// task i over the classes of tasks 0..max(trained_task, i): a task not yet trained is scored
   /// over the classes it would be scored on once learned, which keeps fwt meaningful. Without
   /// future tasks, tasks i > trained_task get AccuracyMatrix::kNotEvaluated.
+  /// Text streams: greedy generation, scored by exact match of the normalised answer with the
+  /// row's label text (a row whose label is not in the task's label set never matches).
   EvalRow evaluate(Model& model, int trained_task);
+  /// A row of kNotEvaluated (eval.when: last skips the rows before the last task).
+  EvalRow skipped() const;
 
   /// Additive logit mask: 0 for `classes`, a large negative number elsewhere.
   static torch::Tensor logit_mask(const std::vector<int64_t>& classes, int64_t num_classes, torch::Device device);
@@ -36,6 +44,10 @@ class Evaluator {
   int64_t batch_size_;
   bool seen_only_;
   bool future_tasks_;
+  int64_t max_new_tokens_;
+
+  /// Correct count of `task` by generation; the decoded answers are appended to `predictions`.
+  int64_t generate_and_score(Model& model, const Task& task, std::vector<std::string>& predictions) const;
 };
 
 }  // namespace clrun

@@ -29,6 +29,7 @@ void register_mlp(BackboneRegistry& registry);
 void register_cnn(BackboneRegistry& registry);
 void register_vit(BackboneRegistry& registry);
 void register_resnet(BackboneRegistry& registry);
+void register_t5(BackboneRegistry& registry);
 
 /// Number of trainable scalars.
 int64_t count_parameters(const torch::nn::Module& module);

@@ -54,6 +54,9 @@ class TappedLayer {
 class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public TappedLayer {
  public:
   LinearImpl(int64_t in_features, int64_t out_features, bool bias = true);
+  /// A layer on another module's weight [out, in] (tied embeddings: T5's lm_head on `shared`),
+  /// without a bias. The weight is not registered here, so it stays one parameter of the owner.
+  explicit LinearImpl(const torch::Tensor& tied_weight);
   void reset() override;
   /// PyTorch's default initialisation (kaiming-uniform(a=sqrt 5) weights, uniform(+-1/sqrt in) bias).
   void reset_parameters();
@@ -64,6 +67,7 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public TappedLayer {
 
   int64_t in_features, out_features;
   bool with_bias;
+  bool tied = false;     ///< the weight belongs to another module
   torch::Tensor weight;  ///< [out_features, in_features]
   torch::Tensor bias;    ///< [out_features] or undefined
 };

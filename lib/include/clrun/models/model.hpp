@@ -33,6 +33,9 @@ class Model : public torch::nn::Module {
   /// The loss minimised: the mean of row_loss, or sum(batch.weights * row_loss) when the batch
   /// carries weights (replay terms weighted apart from the current rows).
   virtual torch::Tensor task_loss(const torch::Tensor& output, const Batch& batch, const torch::Tensor& masks);
+  /// Sequence-to-sequence models: greedy answers [B, T] (token ids, 0 after </s>) to the token
+  /// batch, at most `max_new_tokens` long. The base throws (classifiers predict by argmax).
+  virtual torch::Tensor generate(const Batch& batch, int64_t max_new_tokens);
 };
 
 /// Builds a fresh model of the run's architecture on the run's device (teachers, anchors).
@@ -78,6 +81,41 @@ void to_json(nlohmann::json& j, const BackboneInit& init);
 template <>
 struct Decoder<BackboneInit> {
   static BackboneInit decode(const ConfigNode& node);
+};
+
+/// A sequence-to-sequence backbone (token ids in, token ids out: T5). Its forward() gives the mean
+/// of the encoder states over non-pad tokens, so feature-based heads work on it too.
+class LanguageModel : public Backbone {
+ public:
+  /// Teacher-forced logits [B, T, V] of batch.targets given batch.inputs / attention_mask.
+  virtual torch::Tensor logits(const Batch& batch) = 0;
+  /// Greedy decoding with a key/value cache; see Model::generate.
+  virtual torch::Tensor generate(const Batch& batch, int64_t max_new_tokens) = 0;
+  /// backbone.init for this model (its own init, or a safetensors file by its public names).
+  virtual void initialize(const BackboneInit& init) = 0;
+  /// The effective architecture (config.json keys), for metrics.json.
+  virtual nlohmann::json describe() const = 0;
+};
+
+/// The model of text streams: a LanguageModel trained with token cross-entropy.
+class Seq2SeqModel : public Model {
+ public:
+  explicit Seq2SeqModel(std::shared_ptr<LanguageModel> backbone);
+  torch::Tensor forward(const Batch& batch) override { return backbone->logits(batch); }
+  torch::Tensor features(const Batch& batch) override { return backbone->forward(batch.inputs); }
+  /// Mean token cross-entropy of each row over its target tokens (-100 ignored).
+  torch::Tensor row_loss(const torch::Tensor& output, const Batch& batch, const torch::Tensor& masks) override;
+  /// Without batch weights, the mean over every target token of the batch (Hugging Face's loss);
+  /// with them, sum(weights * row_loss).
+  torch::Tensor task_loss(const torch::Tensor& output, const Batch& batch, const torch::Tensor& masks) override;
+  /// A token per target position from the softmax (ignored positions stay -100).
+  torch::Tensor sample_targets(const torch::Tensor& output, const Batch& batch, const torch::Tensor& masks,
+                               at::Generator& gen) override;
+  torch::Tensor generate(const Batch& batch, int64_t max_new_tokens) override {
+    return backbone->generate(batch, max_new_tokens);
+  }
+
+  std::shared_ptr<LanguageModel> backbone;
 };
 
 /// Applies `init` to a fresh classifier (its backbone under `backbone.`, its head as `head`).

@@ -1,6 +1,6 @@
 // The replay memory shared by replay (ER), der, derpp and agem: a fixed number of slots holding
-// raw inputs in the data set's dtype (uint8 images stay uint8), label ids, task ids and, for DER,
-// the logits at insertion. Filled by reservoir sampling over the stream (Mammoth's rule) or
+// training-set row indices (the inputs are rebuilt from the stream when sampled, images or
+// token ids alike), label ids, task ids and, for DER, the logits at insertion. Filled by reservoir sampling over the stream (Mammoth's rule) or
 // class-balanced (equal slots per seen class; when full, the largest class gives up a slot, and a
 // sample of a largest class replaces one of its own class by a per-class reservoir draw).
 // Its state, generator draws included, is part of the strategy checkpoint.
@@ -60,13 +60,13 @@ class ReplayMemory {
  private:
   /// Slot for the next offered sample of label `label`, or -1 to drop it.
   int64_t choose_slot(int64_t label, at::Generator& gen);
-  void allocate(const torch::Tensor& raw, const torch::Tensor& logits);
+  void allocate(const torch::Tensor& rows, const torch::Tensor& logits);
 
   int64_t capacity_;
   Policy policy_;
   int64_t filled_ = 0, seen_ = 0;
-  torch::Tensor raw_, targets_, task_ids_, logits_;  ///< [capacity, ...] on the stream's device
-  std::vector<int64_t> slot_labels_;                 ///< host copy of targets_ (class-balanced)
+  torch::Tensor rows_, labels_, task_ids_, logits_;  ///< [capacity, ...]: training-set rows, their class ids, tasks, stored logits
+  std::vector<int64_t> slot_labels_;                 ///< host copy of labels_ (class-balanced)
   std::vector<int64_t> seen_per_class_;
   std::vector<int> tasks_;  ///< tasks present, for per-task input transforms
 };

@@ -17,7 +17,9 @@
 
 namespace clrun {
 
-enum class Scenario { class_il, task_il, domain_il };
+/// instruction_il: text tasks (each a data set named in its own prompt), scored by generating
+/// the answer and comparing it with the label text (exact match).
+enum class Scenario { class_il, task_il, domain_il, instruction_il };
 std::string to_string(Scenario s);
 Scenario scenario_from_string(const std::string& s);
 
@@ -36,6 +38,8 @@ class InputTransform {
 
 struct Task {
   int index = 0;
+  std::string name;              ///< the source data set (text streams); empty otherwise
+  int64_t epochs = 0;            ///< epochs of this task; 0 = train.epochs
   std::vector<int64_t> classes;  ///< label ids (class-order positions) of this task
   torch::Tensor train_rows;      ///< int64 rows of Stream::train
   torch::Tensor test_rows;       ///< int64 rows of Stream::test
@@ -51,16 +55,25 @@ class Stream {
   std::vector<int64_t> class_order;  ///< class_order[k] = original label of label id k
   std::vector<std::string> class_names;  ///< by label id
   Split train, test;                 ///< labels are label ids (remapped)
-  std::vector<int64_t> input_shape;  ///< [C, H, W]
+  std::vector<int64_t> input_shape;  ///< [C, H, W]; text: [L]
   std::vector<Task> tasks;
+  std::shared_ptr<const Tokenizer> tokenizer;  ///< text streams: set (Split::images are token ids)
+  bool is_text() const { return static_cast<bool>(tokenizer); }
 
   /// Remaps the data set's labels with `order` and takes its data and normalisation.
   Stream(std::string name, const Dataset& data, Scenario scenario, std::vector<int64_t> order);
 
   int num_tasks() const { return static_cast<int>(tasks.size()); }
-  /// Moves data and transforms to `device`.
+  /// Moves data and transforms to `device`. Text data stays on the CPU (batches are padded to
+  /// their longest row there) and make_batch moves each batch.
   void to(torch::Device device);
-  torch::Device device() const { return train.images.device(); }
+  torch::Device device() const { return device_; }
+  /// The batch of `rows` of `split` (targets, index and task ids set): normalised images with
+  /// each row's task transform (the train image transforms drawn from `train` when given), or
+  /// token ids, attention mask and target ids trimmed to the longest row. `task_ids` undefined:
+  /// every row is `tasks[0]`'s.
+  Batch make_batch(const Split& split, const torch::Tensor& rows, const torch::Tensor& task_ids,
+                   const std::vector<int>& tasks, at::Generator* train = nullptr) const;
   /// Normalised float inputs of `rows` of `split`, with `task`'s transform applied.
   torch::Tensor inputs(const Split& split, const torch::Tensor& rows, const Task& task,
                        at::Generator* train = nullptr) const {
@@ -103,6 +116,7 @@ class Stream {
  private:
   /// Scale and shift of x / 255 / std - mean / std as one multiply-add ([1, C, 1, 1]).
   void set_normalization(const std::vector<double>& mean, const std::vector<double>& std);
+  torch::Device device_ = torch::kCPU;
   torch::Tensor scale_, shift_;  ///< [1, C, 1, 1]: x / 255 / std - mean / std in one multiply-add
   std::shared_ptr<const TransformPipeline> train_transforms_, test_transforms_;  ///< null: none
   std::vector<int64_t> data_shape_;  ///< [C, H, W] of the stored images
@@ -126,5 +140,6 @@ using StreamRegistry = Registry<Stream, std::shared_ptr<const Dataset>, uint64_t
 void register_split(StreamRegistry& registry);
 void register_permuted(StreamRegistry& registry);
 void register_rotated(StreamRegistry& registry);
+void register_sequence(StreamRegistry& registry);  // one task per source data set (text)
 
 }  // namespace clrun
