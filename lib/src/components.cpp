@@ -29,6 +29,7 @@ Registries make_registries() {
   register_agem(r.strategies);
   register_migu(r.strategies);
   register_sotu(r.strategies);
+  register_lora(r.strategies);
   register_optimizers(r.optimizers);
   register_schedulers(r.schedulers);
   return r;

@@ -47,7 +47,40 @@ void LinearImpl::reset() {
 
 void LinearImpl::reset_parameters() { default_init(weight, bias); }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& input) { return observe(input, torch::linear(input, weight, bias)); }
+torch::Tensor LinearImpl::forward(const torch::Tensor& input) {
+  torch::Tensor out = torch::linear(input, weight, bias);
+  for (auto& adapter : adapters) out = out + adapter->forward(input);
+  return observe(input, out);
+}
+
+std::shared_ptr<LoraImpl> LinearImpl::add_adapter(int64_t rank, double alpha, double dropout) {
+  auto adapter = std::make_shared<LoraImpl>(in_features, out_features, rank, alpha, dropout);
+  adapter->to(weight.device(), weight.scalar_type());
+  adapters.push_back(register_module("lora_" + std::to_string(adapters.size()), adapter));
+  return adapter;
+}
+
+torch::Tensor LinearImpl::merged_weight() const {
+  torch::NoGradGuard no_grad;
+  torch::Tensor w = weight.detach().clone();
+  for (const auto& a : adapters) w.add_(torch::matmul(a->B->weight, a->A->weight), a->scale);
+  return w;
+}
+
+LoraImpl::LoraImpl(int64_t in, int64_t out, int64_t rank, double alpha, double dropout_)
+    : scale(alpha / static_cast<double>(rank)), dropout(dropout_) {
+  A = register_module("A", Linear(in, rank, false));  // PyTorch's default: kaiming-uniform(a = sqrt 5), as PEFT
+  B = register_module("B", Linear(rank, out, false));
+  torch::NoGradGuard no_grad;
+  B->weight.zero_();
+}
+
+torch::Tensor LoraImpl::forward(const torch::Tensor& x) {
+  torch::Tensor h = is_training() && dropout > 0
+                        ? torch::nn::functional::dropout(x, torch::nn::functional::DropoutFuncOptions().p(dropout).training(true))
+                        : x;
+  return B->forward(A->forward(h)) * scale;
+}
 
 Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t k, int64_t stride_, int64_t padding_, bool bias_)
     : in_channels(in), out_channels(out), kernel_size(k), stride(stride_), padding(padding_), with_bias(bias_) {

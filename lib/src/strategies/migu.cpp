@@ -11,6 +11,11 @@
 // restored after the step). Magnitudes never accumulate in evaluation (taps need autograd) and
 // are reset after each step and at each task.
 //
+// On LoRA adapters (paper 3.3; `base: {name: lora | inclora | olora}`, `layers: ['*.lora_*']`):
+// an adapter's A is a Linear whose output units are the rank units, masked by the magnitude of
+// A's output on dropout(x); B's output units are masked by the magnitude of the adapted layer's
+// combined output W x + s B A x (`lora_b_magnitude: combined`, the paper) or of B A x (`own`).
+//
 // `base:` composes MIGU with any strategy (WrapperStrategy): with replay the magnitudes come from
 // the joint current + memory forward; with EWC or A-GEM the mask applies to the gradient they
 // produced. A head tied to an embedding shares its Parameter, so masking head rows masks those
@@ -38,6 +43,7 @@ struct MiguOptions {
   bool mask_updates = false;
   bool skip_first_task = true;
   bool conv = false;
+  std::string lora_b_magnitude = "combined";
   StrategyBlock base;
 
   template <class V>
@@ -51,6 +57,8 @@ struct MiguOptions {
     v("skip_first_task", skip_first_task, "train the first task unmasked (as the official scripts)");
     v("conv", conv, "EXTENSION beyond the paper: mask conv layers too, one magnitude per output channel "
       "(sum of |y| over batch and spatial positions)");
+    v("lora_b_magnitude", lora_b_magnitude, "LoRA B's output units: by the adapted layer's combined output "
+      "W x + s B A x (the paper) or by B A x alone", one_of({"combined", "own"}));
     v("base", base, "the strategy MIGU wraps: {name: replay, memory_size: 500}, ewc, derpp, lwf, ... (default finetune)");
   }
 };
@@ -89,7 +97,6 @@ class Migu : public WrapperStrategy, public nn::Tap {
   void on_forward(nn::TappedLayer& layer, const torch::Tensor&, const torch::Tensor& output) override {
     auto it = index_.find(&layer);
     if (it == index_.end()) return;
-    Unit& u = units_[it->second];
     torch::NoGradGuard no_grad;
     torch::Tensor y = output.detach();
     if (y.scalar_type() != torch::kFloat32) y = y.to(torch::kFloat32);  // bf16/fp16 outputs accumulate in float32
@@ -102,7 +109,10 @@ class Migu : public WrapperStrategy, public nn::Tap {
         if (d != layer.unit_dim()) others.push_back(d);
       a = y.abs().sum(others);
     }
-    u.magnitude = u.magnitude.defined() ? u.magnitude.add_(a) : a;
+    for (std::size_t i : it->second) {  // a LoRA layer's output also feeds its B's units (combined)
+      Unit& u = units_[i];
+      u.magnitude = u.magnitude.defined() ? u.magnitude.add_(a) : (it->second.size() > 1 ? a.clone() : a);
+    }
   }
 
   /// Row masks (bool [..., d_out]) from magnitudes [..., d_out], one per leading index (layers
@@ -140,7 +150,7 @@ class Migu : public WrapperStrategy, public nn::Tap {
     steps_ = 0;
     masking_ = !(o_.skip_first_task && ctx.task == 0);
     std::vector<nn::TappedLayer*> layers;
-    for (Unit& u : units_) layers.push_back(u.layer);
+    for (auto& [layer, units] : index_) layers.push_back(layer);
     attached_ = std::make_unique<nn::TapGuard>(*this, layers);
   }
 
@@ -225,6 +235,8 @@ class Migu : public WrapperStrategy, public nn::Tap {
   }
 
   void select_layers(Model& model) {
+    std::map<std::string, nn::TappedLayer*> by_name;
+    for (auto& [name, layer] : nn::tapped_layers(model)) by_name[name] = layer.get();
     for (auto& [name, layer] : nn::tapped_layers(model)) {
       const bool linear = layer->unit_dim() == -1;
       const bool head = name == "head" || name == "lm_head";
@@ -232,7 +244,13 @@ class Migu : public WrapperStrategy, public nn::Tap {
       bool selected = !linear;  // conv: every conv layer (the extension)
       for (const std::string& p : o_.layers) selected = selected || (linear && p == "all_linear") || glob_match(p, name);
       if (!selected) continue;
-      index_[layer.get()] = units_.size();
+      // A LoRA B (`<layer>.lora_k.B`) reads the adapted layer's output under `combined`.
+      nn::TappedLayer* source = layer.get();
+      const auto lora = name.rfind(".lora_");
+      if (o_.lora_b_magnitude == "combined" && lora != std::string::npos && name.size() > 2 &&
+          name.compare(name.size() - 2, 2, ".B") == 0)
+        source = by_name.at(name.substr(0, lora));
+      index_[source].push_back(units_.size());
       units_.push_back({name, layer.get(), {}, {}});
     }
     for (std::size_t i = 0; i < units_.size() && i < pending_tops_.size(); ++i) units_[i].previous_top = pending_tops_[i];
@@ -281,7 +299,7 @@ class Migu : public WrapperStrategy, public nn::Tap {
   MiguOptions o_;
   std::vector<Unit> units_;
   std::vector<Group> groups_;
-  std::map<nn::TappedLayer*, std::size_t> index_;
+  std::map<nn::TappedLayer*, std::vector<std::size_t>> index_;  ///< layer whose output is read -> units it feeds
   std::unique_ptr<nn::TapGuard> attached_;
   std::vector<SavedRows> saved_;
   std::vector<torch::Tensor> pending_tops_;

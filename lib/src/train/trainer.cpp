@@ -44,7 +44,7 @@ Trainer::Trainer(const ExperimentSpec& spec, Stream& stream, std::shared_ptr<Mod
                  ModelFactory make_model)
     : spec_(spec), stream_(stream), model_(std::move(model)), strategy_(strategy) {
   scheduler_ = spec_.train.scheduler.build();
-  strategy_.setup(StrategyEnv{spec_.seed, &stream_, stream_.device(), std::move(make_model)});
+  strategy_.setup(StrategyEnv{spec_.seed, &stream_, stream_.device(), std::move(make_model), model_.get()});
 }
 
 // ---- data ----------------------------------------------------------------------------------

@@ -5,6 +5,10 @@
 // during backward. MIGU's magnitudes and EWC's per-sample Fisher use them (LoRA adapters will hang
 // off Linear). Taps never run under NoGradGuard (evaluation), need no second forward pass and no
 // host sync. A layer's output units are the rows (dim 0) of its weight.
+//
+// A Linear can carry LoRA adapters (Hu et al. 2021): y = x W^T + b + sum_k scale_k B_k(A_k(dropout(x))),
+// each adapter a submodule `lora_k` whose A [r, in] and B [out, r] are Linears themselves (so MIGU
+// can mask their rank and output units); the layer's taps see the combined output.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -51,6 +55,8 @@ class TappedLayer {
   std::vector<Tap*> taps_;
 };
 
+class LoraImpl;
+
 class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public TappedLayer {
  public:
   LinearImpl(int64_t in_features, int64_t out_features, bool bias = true);
@@ -64,14 +70,28 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public TappedLayer {
   const torch::Tensor& weight_param() const override { return weight; }
   const torch::Tensor& bias_param() const override { return bias; }
   int64_t unit_dim() const override { return -1; }
+  /// Registers adapter `lora_{k}` (k = adapters.size()): A kaiming-uniform(a = sqrt 5), B zero.
+  std::shared_ptr<LoraImpl> add_adapter(int64_t rank, double alpha, double dropout);
+  /// W + sum_k scale_k B_k A_k: the weight with the adapters merged (export).
+  torch::Tensor merged_weight() const;
 
   int64_t in_features, out_features;
   bool with_bias;
   bool tied = false;     ///< the weight belongs to another module
+  std::vector<std::shared_ptr<LoraImpl>> adapters;
   torch::Tensor weight;  ///< [out_features, in_features]
   torch::Tensor bias;    ///< [out_features] or undefined
 };
 TORCH_MODULE(Linear);
+
+/// One LoRA adapter of a Linear: scale * B(A(dropout(x))), scale = alpha / rank.
+class LoraImpl : public torch::nn::Module {
+ public:
+  LoraImpl(int64_t in_features, int64_t out_features, int64_t rank, double alpha, double dropout);
+  torch::Tensor forward(const torch::Tensor& x);
+  Linear A{nullptr}, B{nullptr};  ///< A: [rank, in] (its rows are the rank units), B: [out, rank]
+  double scale, dropout;
+};
 
 /// 2-d convolution with square kernels, PyTorch's parameter layout, initialisation and names.
 class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl>, public TappedLayer {

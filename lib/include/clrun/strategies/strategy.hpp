@@ -73,6 +73,9 @@ struct StrategyEnv {
   const Stream* stream = nullptr;
   torch::Device device = torch::kCPU;
   ModelFactory make_model;  ///< a fresh model of the run's architecture on the run's device
+  /// The run's model. setup() may add modules to it (LoRA adapters): it runs before any
+  /// checkpoint is loaded into the model.
+  Model* model = nullptr;
 };
 
 /// A group of parameters trained together; parameters in no group are frozen (no gradient).
@@ -253,6 +256,7 @@ void register_replay(StrategyRegistry& registry);  // replay (ER), der, derpp
 void register_agem(StrategyRegistry& registry);
 void register_migu(StrategyRegistry& registry);
 void register_sotu(StrategyRegistry& registry);  // sotu, ranpac
+void register_lora(StrategyRegistry& registry);  // lora, inclora, olora
 
 /// Options struct for strategies without parameters.
 struct NoOptions {
