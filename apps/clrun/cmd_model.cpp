@@ -43,7 +43,8 @@ void set_forward_command(CLI::App* sub) {
   auto task = std::make_shared<int>(0);
   sub->add_option("model", *source, "a config (weights from backbone.init) or a run directory (its checkpoint)")->required();
   sub->add_option("--set", *sets, "override a config key (repeatable)");
-  sub->add_option("--inputs", *inputs, "safetensors file holding the input batch [B, C, H, W], normalised as the model expects")
+  sub->add_option("--inputs", *inputs, "safetensors file holding the input batch [B, C, H, W], normalised as the model expects "
+                  "(t5: input_ids, attention_mask, labels or decoder_input_ids)")
       ->required();
   sub->add_option("--input", *input, "the input tensor's name (default: the file's only tensor)");
   sub->add_option("--out", *out, "the safetensors file to write: features [B, D] and logits [B, classes]")->required();
@@ -52,6 +53,26 @@ void set_forward_command(CLI::App* sub) {
   sub->callback([=] {
     forward_file(*source, *sets, *inputs, *input, *out, *classes, task_index(*task));
     spdlog::info("wrote features and logits to {}", *out);
+  });
+}
+
+void set_generate_command(CLI::App* sub) {
+  auto source = std::make_shared<std::string>();
+  auto sets = std::make_shared<std::vector<std::string>>();
+  auto inputs = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  auto max_new = std::make_shared<int64_t>(50);
+  auto task = std::make_shared<int>(0);
+  sub->add_option("model", *source, "a t5 config (weights from backbone.init) or a text run directory")->required();
+  sub->add_option("--set", *sets, "override a config key (repeatable)");
+  sub->add_option("--inputs", *inputs, "safetensors file with input_ids [B, L] (int64) and optionally attention_mask")
+      ->required();
+  sub->add_option("--out", *out, "the safetensors file to write: generated [B, T] (0 after </s>)")->required();
+  sub->add_option("--max-new-tokens", *max_new, "stop after this many tokens (default 50)")->check(CLI::PositiveNumber);
+  sub->add_option("--task", *task, "a run's checkpoint after task N (counting from 1); default: the newest");
+  sub->callback([=] {
+    generate_file(*source, *sets, *inputs, *out, *max_new, task_index(*task));
+    spdlog::info("wrote greedy generations to {}", *out);
   });
 }
 

@@ -27,5 +27,6 @@ void set_list_command(CLI::App* sub);
 void set_report_command(CLI::App* sub);
 void set_export_command(CLI::App* sub);
 void set_forward_command(CLI::App* sub);
+void set_generate_command(CLI::App* sub);
 
 }  // namespace clrun::app

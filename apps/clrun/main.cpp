@@ -34,14 +34,17 @@ int main(int argc, char** argv) {
                "  clrun list [KIND] [--params]\n"
                "  clrun report RUN_DIR_OR_FOLDER... [--format md|csv] [--out-dir DIR] [--plot PREFIX] [--matrix RUN_DIR]\n"
                "  clrun export RUN_DIR [--task N] --out MODEL.safetensors\n"
-               "  clrun forward CONFIG_OR_RUN_DIR --inputs IN.safetensors --out OUT.safetensors [--set ...]",
+               "  clrun forward CONFIG_OR_RUN_DIR --inputs IN.safetensors --out OUT.safetensors [--set ...]\n"
+               "  clrun generate T5_CONFIG_OR_RUN_DIR --inputs IN.safetensors --out OUT.safetensors [--max-new-tokens N]",
                "clrun"};
   app.set_version_flag("--version", "clrun " + build_info().clrun_version + " (" + build_info().git_commit + ")");
   set_validate_command(app.add_subcommand("validate", "parse and check a config; build nothing heavy"));
   set_list_command(app.add_subcommand("list", "list registered streams, datasets, backbones, strategies, optimizers, schedulers"));
   set_report_command(app.add_subcommand("report", "mean ± std over seeds per config, as Markdown or CSV, and the accuracy-curve plot"));
   set_export_command(app.add_subcommand("export", "write a run's model (SoTU: the merged one) as safetensors with public names"));
-  set_forward_command(app.add_subcommand("forward", "apply a model to the tensors of a safetensors file: features and logits"));
+  set_forward_command(app.add_subcommand("forward", "apply a model to the tensors of a safetensors file: features and logits "
+                                                    "(t5: encoder states, logits and loss)"));
+  set_generate_command(app.add_subcommand("generate", "greedy generation of a t5 model for the input_ids of a safetensors file"));
   set_run_command(app);
   try {
     app.parse(argc, argv);

@@ -120,3 +120,47 @@ TEST_CASE("clrun export names a resnet's head fc, as torchvision; it loads back"
                dir / "b.safetensors", 0, std::nullopt);
   CHECK(SafetensorsFile(dir / "a.safetensors").get("logits").equal(SafetensorsFile(dir / "b.safetensors").get("logits")));
 }
+
+TEST_CASE("clrun forward and generate run a t5 from its config.json and Hugging Face weights", "[io][model_io][t5]") {
+  // The parity fixture through the CLI path: a config naming the user's config.json and weights.
+  test::TempDir dir("forward_t5");
+  const std::string fixtures = std::string(__FILE__).substr(0, std::string(__FILE__).find_last_of('/')) + "/../models/fixtures/";
+  const std::string config = dir / "t5.yaml";
+  std::ofstream(config) << "backbone: {name: t5, config: " << fixtures << "t5_gated_config.json, init: {safetensors: "
+                        << fixtures << "t5_gated.safetensors}}\ndevice: cpu\n";
+  const std::string io = fixtures + "t5_gated_io.safetensors";
+  forward_file(config, {}, io, "", dir / "out.safetensors", 0, std::nullopt);
+  SafetensorsFile want(io), got(dir / "out.safetensors");
+  CHECK((got.get("logits") - want.get("logits")).abs().max().item<double>() < 1e-4);
+  CHECK((got.get("encoder_states") - want.get("encoder_states")).abs().max().item<double>() < 1e-4);
+  CHECK(std::abs(got.get("loss").item<double>() - want.get("loss").item<double>()) < 1e-5);
+  generate_file(config, {}, io, dir / "gen.safetensors", 8, std::nullopt);
+  CHECK(torch::equal(SafetensorsFile(dir / "gen.safetensors").get("generated", torch::kInt64), want.get("generated", torch::kInt64)));
+}
+
+TEST_CASE("clrun export merges LoRA adapters into the weights they adapt, with Hugging Face's names", "[io][model_io][lora]") {
+  spdlog::set_level(spdlog::level::warn);
+  test::TempDir dir("export_lora");
+  ExperimentSpec spec = parse_spec(test::tiny_text_config(), "x.yaml",
+                                   {parse_override("strategy={name: inclora, rank: 2, alpha: 4}"), parse_override("train.epochs=1")});
+  RunOptions options;
+  options.out_dir = dir / "run";
+  run_experiment(spec, options);
+  const std::string file = dir / "model.safetensors";
+  export_run(options.out_dir, std::nullopt, file);
+  SafetensorsFile exported(file);
+  for (const auto& name : exported.names()) CHECK(name.find("lora") == std::string::npos);
+  CHECK(exported.has("shared.weight"));
+  // q.weight = W + 2 * (B_0 A_0 + B_1 A_1), from the checkpoint's tensors
+  std::map<std::string, torch::Tensor> ckpt;
+  for (auto& [n, t] : checkpoint_model_tensors(run_checkpoint(options.out_dir, std::nullopt))) ckpt[n] = t;
+  const std::string q = "backbone.decoder.block.0.layer.1.EncDecAttention.q.";
+  torch::Tensor expected = ckpt[q + "weight"].clone();
+  for (int k = 0; k < 2; ++k) {
+    const std::string a = q + "lora_" + std::to_string(k) + ".";
+    CHECK(ckpt[a + "scale"].item<double>() == 2.0);
+    expected += 2.0 * torch::matmul(ckpt[a + "B.weight"], ckpt[a + "A.weight"]);
+  }
+  CHECK_FALSE(torch::equal(expected, ckpt[q + "weight"]));  // the adapters learnt something
+  CHECK(torch::allclose(exported.get("decoder.block.0.layer.1.EncDecAttention.q.weight"), expected, 1e-5, 1e-6));
+}

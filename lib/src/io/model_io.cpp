@@ -57,8 +57,8 @@ nlohmann::json read_json_file(const std::string& path) {
   }
 }
 
-/// Copies `tensors` (Classifier names) into `model`; every name must match in name and shape.
-void load_state(Classifier& model, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+/// Copies `tensors` into `model` by name; every name must match in name and shape.
+void load_state(torch::nn::Module& model, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                 const std::string& source) {
   std::map<std::string, torch::Tensor> by_name(tensors.begin(), tensors.end());
   torch::NoGradGuard no_grad;
@@ -99,6 +99,28 @@ std::vector<std::pair<std::string, torch::Tensor>> public_names(std::vector<std:
   return tensors;
 }
 
+std::vector<std::pair<std::string, torch::Tensor>> merge_adapters(std::vector<std::pair<std::string, torch::Tensor>> tensors) {
+  std::map<std::string, torch::Tensor> by_name(tensors.begin(), tensors.end());
+  std::map<std::string, torch::Tensor> merged;  // layer weight name -> merged weight
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& [name, t] : tensors) {
+    const auto lora = name.rfind(".lora_");
+    if (lora == std::string::npos) continue;
+    const std::string adapter = name.substr(0, name.find('.', lora + 1));  // X.lora_k
+    if (name != adapter + ".A.weight") continue;
+    const std::string weight = name.substr(0, lora) + ".weight";
+    auto base = merged.count(weight) ? merged[weight] : by_name.at(weight).to(torch::kFloat64);
+    const double scale = by_name.at(adapter + ".scale").item<double>();
+    merged[weight] = base + scale * torch::matmul(by_name.at(adapter + ".B.weight").to(torch::kFloat64), t.to(torch::kFloat64));
+  }
+  for (auto& [name, t] : tensors) {
+    if (name.find(".lora_") != std::string::npos) continue;
+    auto it = merged.find(name);
+    out.emplace_back(name, it == merged.end() ? t : it->second.to(t.scalar_type()));
+  }
+  return out;
+}
+
 std::string run_checkpoint(const std::string& run_dir, std::optional<int> task) {
   RunDir dir(run_dir);
   if (!fs::is_regular_file(dir.file("config.yaml")))
@@ -122,8 +144,10 @@ std::size_t export_run(const std::string& run_dir, std::optional<int> task, cons
   // The head's public name is the backbone's (built on the run's input shape, from metrics.json).
   const nlohmann::json metrics = read_json_file(RunDir(run_dir).file("metrics.json"));
   const auto shape = metrics.at("stream").at("input_shape").get<std::vector<int64_t>>();
-  const std::string head_name = load_spec(RunDir(run_dir).file("config.yaml")).backbone.build(shape)->head_name();
-  auto tensors = public_names(checkpoint_model_tensors(checkpoint), head_name);
+  // Text models have no separate head (and are not built just for a name: t5-large is 3 GB).
+  const bool text = metrics.value("scenario", "") == "instruction-il";
+  const std::string head_name = text ? "head" : load_spec(RunDir(run_dir).file("config.yaml")).backbone.build(shape)->head_name();
+  auto tensors = public_names(merge_adapters(checkpoint_model_tensors(checkpoint)), head_name);
   std::map<std::string, std::string> metadata = {
       {"format", "pt"},  // what transformers / timm expect of a PyTorch state dict
       {"clrun_run_dir", fs::absolute(run_dir).string()},
@@ -135,14 +159,85 @@ std::size_t export_run(const std::string& run_dir, std::optional<int> task, cons
   return tensors.size();
 }
 
+namespace {
+
+ExperimentSpec model_spec(const std::string& config_or_run, const std::vector<std::string>& sets) {
+  std::vector<Override> overrides;
+  for (const std::string& s : sets) overrides.push_back(parse_override(s));
+  const bool run = fs::is_directory(config_or_run);
+  return load_spec(run ? RunDir(config_or_run).file("config.yaml") : config_or_run, overrides);
+}
+
+/// The sequence-to-sequence model of a config (backbone.init) or a run (its checkpoint, adapters
+/// merged), in eval mode on the spec's device.
+std::shared_ptr<LanguageModel> language_model(const ExperimentSpec& spec, const std::string& config_or_run,
+                                              std::optional<int> task) {
+  torch::manual_seed(spec.seed);
+  auto lm = std::dynamic_pointer_cast<LanguageModel>(spec.backbone.build(std::vector<int64_t>{}));
+  if (!lm) throw InputError(config_or_run + ": backbone " + spec.backbone.name() + " is not a sequence-to-sequence model");
+  if (fs::is_directory(config_or_run)) {
+    auto state = public_names(merge_adapters(checkpoint_model_tensors(run_checkpoint(config_or_run, task))));
+    load_state(*lm, state, config_or_run);
+  } else {
+    lm->initialize(spec.backbone_common.init);
+  }
+  lm->to(resolve_device(spec.device, "device"));
+  lm->eval();
+  return lm;
+}
+
+/// input_ids and attention_mask (default: the non-pad positions) of a token file.
+std::pair<torch::Tensor, torch::Tensor> token_inputs(const SafetensorsFile& file, torch::Device device) {
+  if (!file.has("input_ids")) throw InputError(file.path() + ": no input_ids (expected int64 [batch, length])");
+  torch::Tensor ids = file.get("input_ids", torch::kInt64);
+  if (ids.dim() != 2) throw InputError(file.path() + ": input_ids must be [batch, length], got " + c10::str(ids.sizes()));
+  torch::Tensor mask = file.has("attention_mask") ? file.get("attention_mask", torch::kInt64) : ids.ne(0).to(torch::kInt64);
+  return {ids.to(device), mask.to(device)};
+}
+
+void forward_seq2seq(const ExperimentSpec& spec, const std::string& config_or_run, const SafetensorsFile& file,
+                     const std::string& out, std::optional<int> task) {
+  auto lm = language_model(spec, config_or_run, task);
+  const torch::Device device = resolve_device(spec.device, "device");
+  auto [ids, mask] = token_inputs(file, device);
+  torch::NoGradGuard no_grad;
+  std::vector<std::pair<std::string, torch::Tensor>> written = {{"encoder_states", lm->encode(ids, mask)}};
+  torch::Tensor labels = file.has("labels") ? file.get("labels", torch::kInt64).to(device) : torch::Tensor();
+  torch::Tensor dec_in = file.has("decoder_input_ids") ? file.get("decoder_input_ids", torch::kInt64).to(device)
+                         : labels.defined()               ? shift_right(labels)
+                                                          : torch::Tensor();
+  if (!dec_in.defined()) throw InputError(file.path() + ": give labels or decoder_input_ids (int64 [batch, target length])");
+  torch::Tensor logits = lm->logits(ids, mask, dec_in);
+  written.emplace_back("logits", logits);
+  if (labels.defined()) {
+    Batch b;
+    b.targets = labels;
+    written.emplace_back("loss", Seq2SeqModel(lm).task_loss(logits, b, {}));
+  }
+  write_safetensors(out, written, {{"clrun_model", config_or_run}});
+}
+
+}  // namespace
+
+void generate_file(const std::string& config_or_run, const std::vector<std::string>& sets, const std::string& inputs,
+                   const std::string& out, int64_t max_new_tokens, std::optional<int> task) {
+  const ExperimentSpec spec = model_spec(config_or_run, sets);
+  SafetensorsFile file(inputs);
+  auto lm = language_model(spec, config_or_run, task);
+  auto [ids, mask] = token_inputs(file, resolve_device(spec.device, "device"));
+  Batch b;
+  b.inputs = ids;
+  b.extra["attention_mask"] = mask;
+  write_safetensors(out, {{"generated", lm->generate(b, max_new_tokens)}}, {{"clrun_model", config_or_run}});
+}
+
 void forward_file(const std::string& config_or_run, const std::vector<std::string>& sets, const std::string& inputs,
                   const std::string& input_name, const std::string& out, int64_t num_classes, std::optional<int> task) {
   const bool run = fs::is_directory(config_or_run);
-  std::vector<Override> overrides;
-  for (const std::string& s : sets) overrides.push_back(parse_override(s));
-  const ExperimentSpec spec = load_spec(run ? RunDir(config_or_run).file("config.yaml") : config_or_run, overrides);
+  const ExperimentSpec spec = model_spec(config_or_run, sets);
 
   SafetensorsFile file(inputs);
+  if (file.has("input_ids")) return forward_seq2seq(spec, config_or_run, file, out, task);
   std::string name = input_name;
   if (name.empty()) {
     if (file.names().size() != 1)

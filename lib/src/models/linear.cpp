@@ -69,6 +69,7 @@ torch::Tensor LinearImpl::merged_weight() const {
 
 LoraImpl::LoraImpl(int64_t in, int64_t out, int64_t rank, double alpha, double dropout_)
     : scale(alpha / static_cast<double>(rank)), dropout(dropout_) {
+  register_buffer("scale", torch::tensor(scale, torch::kFloat64));  // in checkpoints, for export's merge
   A = register_module("A", Linear(in, rank, false));  // PyTorch's default: kaiming-uniform(a = sqrt 5), as PEFT
   B = register_module("B", Linear(rank, out, false));
   torch::NoGradGuard no_grad;

@@ -5,6 +5,20 @@
 
 namespace clrun {
 
+torch::Tensor attention_mask_of(const Batch& batch) {
+  auto it = batch.extra.find("attention_mask");
+  return it != batch.extra.end() ? it->second : batch.inputs.ne(0).to(torch::kInt64);
+}
+
+torch::Tensor shift_right(const torch::Tensor& targets) {
+  torch::Tensor t = targets.masked_fill(targets.eq(Batch::kIgnoreTarget), 0);
+  return torch::cat({torch::zeros({t.size(0), 1}, t.options()), t.narrow(1, 0, t.size(1) - 1)}, 1);
+}
+
+torch::Tensor LanguageModel::logits(const Batch& batch) {
+  return logits(batch.inputs, attention_mask_of(batch), shift_right(batch.targets));
+}
+
 Seq2SeqModel::Seq2SeqModel(std::shared_ptr<LanguageModel> backbone_)
     : backbone(register_module("backbone", std::move(backbone_))) {}
 

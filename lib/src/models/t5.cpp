@@ -352,11 +352,6 @@ torch::Tensor padding_bias(const torch::Tensor& attention_mask) {
   return (1.0 - attention_mask.to(torch::kFloat32)).mul(lowest).unsqueeze(1).unsqueeze(1);
 }
 
-torch::Tensor attention_mask_of(const Batch& batch) {
-  auto it = batch.extra.find("attention_mask");
-  return it != batch.extra.end() ? it->second : batch.inputs.ne(0).to(torch::kInt64);
-}
-
 }  // namespace
 
 // ---- the model ------------------------------------------------------------------------------
@@ -376,7 +371,7 @@ class T5 : public LanguageModel {
   std::string head_name() const override { return "lm_head"; }
   nlohmann::json describe() const override { return config_.to_json(); }
 
-  torch::Tensor encode(const torch::Tensor& ids, const torch::Tensor& mask) {
+  torch::Tensor encode(const torch::Tensor& ids, const torch::Tensor& mask) override {
     const int64_t L = ids.size(1);
     torch::Tensor bias = encoder->position_bias(L, L, 0, ids.device()) + padding_bias(mask);
     return encoder->forward(shared->forward(ids), bias, {}, {});
@@ -393,12 +388,9 @@ class T5 : public LanguageModel {
                                                         : decoded);
   }
 
-  torch::Tensor logits(const Batch& batch) override {
-    const torch::Tensor mask = attention_mask_of(batch);
-    torch::Tensor encoded = encode(batch.inputs, mask);
-    // Decoder input: the targets shifted right after the start token 0, ignored positions as pad.
-    torch::Tensor targets = batch.targets.masked_fill(batch.targets.eq(Batch::kIgnoreTarget), 0);
-    torch::Tensor dec_in = torch::cat({torch::zeros({targets.size(0), 1}, targets.options()), targets.narrow(1, 0, targets.size(1) - 1)}, 1);
+  using LanguageModel::logits;
+  torch::Tensor logits(const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& dec_in) override {
+    torch::Tensor encoded = encode(ids, mask);
     const int64_t T = dec_in.size(1);
     torch::Tensor causal = torch::ones({T, T}, torch::TensorOptions(torch::kFloat32).device(dec_in.device())).tril();
     torch::Tensor self_bias = decoder->position_bias(T, T, 0, dec_in.device()) +

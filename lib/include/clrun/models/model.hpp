@@ -87,8 +87,14 @@ struct Decoder<BackboneInit> {
 /// of the encoder states over non-pad tokens, so feature-based heads work on it too.
 class LanguageModel : public Backbone {
  public:
-  /// Teacher-forced logits [B, T, V] of batch.targets given batch.inputs / attention_mask.
-  virtual torch::Tensor logits(const Batch& batch) = 0;
+  /// Encoder states [B, L, D] of token ids [B, L] (attention_mask: 1 = token, 0 = padding).
+  virtual torch::Tensor encode(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) = 0;
+  /// Logits [B, T, V] of the decoder fed `decoder_input_ids` [B, T] over those inputs.
+  virtual torch::Tensor logits(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                               const torch::Tensor& decoder_input_ids) = 0;
+  /// Teacher-forced logits of batch.targets: the decoder reads them shifted right (start token 0,
+  /// ignored positions as padding).
+  torch::Tensor logits(const Batch& batch);
   /// Greedy decoding with a key/value cache; see Model::generate.
   virtual torch::Tensor generate(const Batch& batch, int64_t max_new_tokens) = 0;
   /// backbone.init for this model (its own init, or a safetensors file by its public names).
@@ -96,6 +102,11 @@ class LanguageModel : public Backbone {
   /// The effective architecture (config.json keys), for metrics.json.
   virtual nlohmann::json describe() const = 0;
 };
+
+/// The attention mask of a token batch (extra["attention_mask"], else the non-pad positions).
+torch::Tensor attention_mask_of(const Batch& batch);
+/// Decoder inputs of targets [B, T]: shifted right after the start token 0, -100 read as pad 0.
+torch::Tensor shift_right(const torch::Tensor& targets);
 
 /// The model of text streams: a LanguageModel trained with token cross-entropy.
 class Seq2SeqModel : public Model {
