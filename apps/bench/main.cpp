@@ -6,7 +6,10 @@
 // only: the runner's train_samples_per_second counts the Trainer's step loops (TaskStats), not
 // the strategy's before_task / after_task hooks (SoTU's merge and head fitting), evaluation or
 // checkpoints. The bare loop trains every task on its own data (finetune); with a strategy that
-// trains on other rows too (joint, cumulative, replay) the ratio compares unequal work.
+// trains on other rows too (joint, cumulative, replay) the ratio compares unequal work. Text
+// streams (t5): the bare loop pads each batch to its longest row (as the runner and Hugging
+// Face's collator do) and takes the token cross-entropy; tokens/s counts non-pad source and
+// target tokens.
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -32,6 +35,7 @@ using namespace clrun;
 
 struct BareResult {
   int64_t samples = 0;
+  int64_t tokens = 0;  ///< text: non-pad source + target tokens trained on
   double seconds = 0;
   std::vector<torch::Tensor> weights;  ///< the model's parameters after the last task
 };
@@ -68,7 +72,6 @@ std::unique_ptr<torch::optim::Optimizer> bare_optimizer(const ExperimentSpec& sp
 BareResult bare_loop(const ExperimentSpec& spec) {
   const TrainSpec& ts = spec.train;
   if (ts.accumulate_steps != 1) throw InputError("clrun_bench's bare loop has no gradient accumulation");
-  if (ts.grad_clip > 0) throw InputError("clrun_bench's bare loop has no gradient clipping");
   if (spec.threads > 0) torch::set_num_threads(static_cast<int>(spec.threads));
   torch::manual_seed(spec.seed);
   std::shared_ptr<Stream> stream = spec.stream.build(spec.dataset.build(), spec.seed);  // as run_experiment
@@ -76,8 +79,7 @@ BareResult bare_loop(const ExperimentSpec& spec) {
   stream->set_image_transforms(spec.transforms);
   stream->check_tasks();
   torch::manual_seed(derive_seed(spec.seed, {seed_purpose::model_init}));
-  auto model = std::make_shared<Classifier>(spec.backbone.build(stream->input_shape), stream->num_classes);
-  initialize(*model, spec.backbone_common.init);
+  std::shared_ptr<Model> model = model_factory(spec, *stream, torch::kCPU)();  // the runner's model and init
   torch::manual_seed(spec.seed);  // dropout and the like draw from here, as in the runner
   model->train();
   std::vector<torch::Tensor> params = model->parameters();
@@ -119,11 +121,22 @@ BareResult bare_loop(const ExperimentSpec& spec) {
         if (stream->has_train_transforms())
           augment = make_generator(spec.seed, {seed_purpose::train_transform, t, static_cast<uint64_t>(epoch),
                                                static_cast<uint64_t>(b)});
-        torch::Tensor x = stream->inputs(stream->train, rows, task, augment ? &*augment : nullptr);
-        torch::Tensor logits = model->logits(x);
-        torch::Tensor loss = torch::cross_entropy_loss(mask.defined() ? logits + mask : logits, labels.index_select(0, rows));
+        torch::Tensor loss;
+        if (stream->is_text()) {
+          Batch batch = stream->make_batch(stream->train, rows, {}, {task.index});
+          torch::Tensor logits = model->forward(batch);
+          loss = torch::nn::functional::cross_entropy(
+              logits.reshape({-1, logits.size(-1)}), batch.targets.reshape({-1}),
+              torch::nn::functional::CrossEntropyFuncOptions().ignore_index(Batch::kIgnoreTarget));
+          r.tokens += batch.extra.at("attention_mask").sum().item<int64_t>() + batch.targets.ne(Batch::kIgnoreTarget).sum().item<int64_t>();
+        } else {
+          torch::Tensor x = stream->inputs(stream->train, rows, task, augment ? &*augment : nullptr);
+          torch::Tensor logits = model->forward(Batch{x, {}, {}, {}, {}, {}});
+          loss = torch::cross_entropy_loss(mask.defined() ? logits + mask : logits, labels.index_select(0, rows));
+        }
         for (auto& p : params) p.mutable_grad() = torch::Tensor();  // zero_grad(set_to_none), as PyTorch 2
         loss.backward();
+        if (ts.grad_clip > 0) torch::nn::utils::clip_grad_norm_(params, ts.grad_clip);
         opt->step();
         r.samples += rows.size(0);
       }
@@ -139,7 +152,7 @@ BareResult bare_loop(const ExperimentSpec& spec) {
 double weight_difference(const ExperimentSpec& spec, const BareResult& bare, const std::string& run_dir) {
   std::shared_ptr<Stream> stream = spec.stream.build(spec.dataset.build(), spec.seed);
   stream->set_image_transforms(spec.transforms);
-  auto model = std::make_shared<Classifier>(spec.backbone.build(stream->input_shape), stream->num_classes);
+  std::shared_ptr<Model> model = model_factory(spec, *stream, torch::kCPU)();
   char name[32];
   std::snprintf(name, sizeof(name), "task_%03d.pt", stream->num_tasks() - 1);
   torch::serialize::InputArchive archive, model_archive;
@@ -265,7 +278,7 @@ int main(int argc, char** argv) {
       std::cout << f.dump(2) << "\n";
       return 0;
     }
-    std::vector<double> runner, bare, ratio;
+    std::vector<double> runner, bare, ratio, bare_tokens;
     // With finetune, both sides train the same weights on the same batches: the first round
     // compares the bare loop's final weights with the runner's last checkpoint.
     const bool comparable = spec.strategy.name() == "finetune" && spec.output.checkpoints != "none";
@@ -285,6 +298,7 @@ int main(int argc, char** argv) {
       if (r == 0 && comparable) weight_diff = weight_difference(spec, b, run.run_dir);
       double rate = run.metrics.at("timing").at("train_samples_per_second");
       bare.push_back(b.samples / b.seconds);
+      bare_tokens.push_back(b.tokens / b.seconds);
       runner.push_back(rate);
       ratio.push_back(rate / bare.back());
       std::cerr << "round " << r + 1 << ": runner " << rate << " samples/s, bare " << bare.back() << " samples/s, ratio "
@@ -298,6 +312,7 @@ int main(int argc, char** argv) {
                              {"bare_samples_per_second", bare},
                              {"ratio", ratio},
                              {"median_ratio", median(ratio)},
+                             {"bare_tokens_per_second", bare_tokens},
                              {"backbone", spec.backbone.name()},
                              {"optimizer", spec.train.optimizer.name()},
                              {"strategy", spec.strategy.name()},

@@ -1,5 +1,6 @@
 // config/: ExperimentSpec loading, overrides, resolution.
 #include <catch2/catch.hpp>
+#include <filesystem>
 
 #include "clrun/config/spec.hpp"
 
@@ -118,4 +119,19 @@ TEST_CASE("no component declares an option its block reserves", "[config]") {
   for (const auto& name : reg.streams.names()) CHECK_NOTHROW(parse_spec("stream: {name: " + name + "}", "x.yaml"));
   for (const auto& name : reg.datasets.names())
     CHECK_NOTHROW(parse_spec("stream: {dataset: {name: " + name + "}}", "x.yaml"));
+}
+
+TEST_CASE("the paper's T5-large configs stop with a clear error until the user's weights are there", "[config][text]") {
+  const std::string root = std::string(__FILE__).substr(0, std::string(__FILE__).find_last_of('/')) + "/../../configs/lm/";
+  int seen = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(root)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("t5_large_", 0) != 0) continue;
+    ++seen;
+    INFO(name);
+    CHECK_THROWS_WITH(load_spec(entry.path().string()), Catch::Contains("backbone.init.safetensors") &&
+                                                            Catch::Contains("weights/t5-large/model.safetensors") &&
+                                                            Catch::Contains("no such file"));
+  }
+  CHECK(seen == 8);  // FT, LoRA, IncLoRA, O-LoRA, each with and without MIGU
 }

@@ -123,3 +123,15 @@ TEST_CASE("t5 config: config.json with inline overrides; bad files are clear err
   auto small = std::dynamic_pointer_cast<LanguageModel>(wrong.backbone.build(std::vector<int64_t>{}));
   CHECK_THROWS_WITH(small->initialize(wrong.backbone_common.init), Catch::Contains("other shapes"));
 }
+
+TEST_CASE("t5 loads the first vocab_size rows of a larger vocabulary (upstream's resize to 32100)", "[models][t5]") {
+  ExperimentSpec spec = parse_spec("backbone: {name: t5, config: " + fixture("t5_gated_config.json") + ", vocab_size: 30, init: "
+                                       "{safetensors: " + fixture("t5_gated.safetensors") + "}}",
+                                   "x.yaml");
+  auto lm = std::dynamic_pointer_cast<LanguageModel>(spec.backbone.build(std::vector<int64_t>{}));
+  lm->initialize(spec.backbone_common.init);
+  SafetensorsFile w(fixture("t5_gated.safetensors"));
+  auto params = lm->named_parameters();
+  CHECK(torch::equal(params["shared.weight"], w.get("shared.weight").narrow(0, 0, 30)));
+  CHECK(torch::equal(params["lm_head.weight"], w.get("lm_head.weight").narrow(0, 0, 30)));
+}

@@ -1,6 +1,8 @@
 // Evaluator: batched no-grad scoring, one host sync per task.
 #include "clrun/eval/evaluator.hpp"
 
+#include <chrono>
+
 #include <torch/torch.h>
 
 #include "clrun/data/tokenizer.hpp"
@@ -32,7 +34,10 @@ int64_t Evaluator::generate_and_score(Model& model, const Task& task, std::vecto
   for (int64_t start = 0; start < rows.size(0); start += batch_size_) {
     const int64_t end = std::min(rows.size(0), start + batch_size_);
     Batch batch = stream_.make_batch(stream_.test, rows.slice(0, start, end), {}, {task.index});
+    const auto t0 = std::chrono::steady_clock::now();
     const torch::Tensor ids = model.generate(batch, max_new_tokens_).cpu().contiguous();
+    generation_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    generated_tokens_ += ids.ne(0).sum().item<int64_t>();
     for (int64_t i = 0; i < ids.size(0); ++i) {
       const int64_t* p = ids[i].data_ptr<int64_t>();
       std::string answer = tokenizer.decode(std::vector<int64_t>(p, p + ids.size(1)));

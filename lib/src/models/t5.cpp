@@ -12,6 +12,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <spdlog/spdlog.h>
 #include <torch/nn/functional/activation.h>
@@ -455,7 +456,9 @@ class T5 : public LanguageModel {
   }
 
   /// Loads Hugging Face names. `shared.weight` may come under any of its tied names
-  /// (encoder/decoder.embed_tokens, and lm_head when tied): the first present is used.
+  /// (encoder/decoder.embed_tokens, and lm_head when tied): the first present is used. A file
+  /// with more vocabulary rows than vocab_size gives its first rows (the upstream code resizes
+  /// t5's 32128 rows to the tokenizer's 32100).
   void initialize(const BackboneInit& init) override {
     if (init.scheme == "default") return;
     if (init.scheme != "safetensors")
@@ -466,16 +469,49 @@ class T5 : public LanguageModel {
     std::string source;
     for (const auto& n : tied)
       if (source.empty() && file.has(n)) source = n;
+    // Vocabulary matrices with extra rows: their first vocab_size rows, copied here.
+    std::map<std::string, std::string> first_rows;  // file name -> module name
+    auto resized = [&](const std::string& file_name, const std::string& module_name) {
+      if (file_name.empty() || !file.has(file_name)) return;
+      const auto& shape = file.info(file_name).shape;
+      if (shape.size() == 2 && shape[0] > config_.vocab_size && shape[1] == config_.d_model) first_rows[file_name] = module_name;
+    };
+    resized(source, "shared.weight");
+    if (!config_.tie_word_embeddings) resized("lm_head.weight", "lm_head.weight");
     auto rename = [&](const std::string& name) -> std::string {
+      if (first_rows.count(name)) return "";
       if (std::find(tied.begin(), tied.end(), name) != tied.end()) return name == source ? "shared.weight" : "";
       return name;
     };
-    LoadReport report = load_into(file, *this, init.strict, rename);
-    spdlog::info("{}: {} tensors loaded into t5{}", init.path, report.loaded.size(),
+    LoadReport report = load_into(file, *this, /*strict=*/false, rename);
+    auto params = named_parameters();
+    for (const auto& [file_name, module_name] : first_rows) {
+      torch::NoGradGuard no_grad;
+      params[module_name].copy_(file.get(file_name).narrow(0, 0, config_.vocab_size));
+      report.missing.erase(std::remove(report.missing.begin(), report.missing.end(), module_name), report.missing.end());
+      spdlog::info("{}: {} has {} rows; its first {} (vocab_size) are loaded", init.path, file_name,
+                   file.info(file_name).shape[0], config_.vocab_size);
+    }
+    if (!report.ok()) {
+      std::string what;
+      auto list = [](const std::vector<std::string>& names) {
+        std::string out;
+        for (std::size_t i = 0; i < names.size() && i < 5; ++i) out += (i ? ", " : "") + names[i];
+        return names.size() > 5 ? out + ", ... (" + std::to_string(names.size()) + " in all)" : out;
+      };
+      std::vector<std::string> mismatched;
+      for (const auto& m : report.mismatched)
+        mismatched.push_back(m.name + " " + c10::str(m.file_shape) + " in the file, " + c10::str(m.module_shape) + " here");
+      if (!report.missing.empty()) what += "missing: " + list(report.missing) + "; ";
+      if (!report.unexpected.empty()) what += "unexpected: " + list(report.unexpected) + "; ";
+      if (!mismatched.empty()) what += "other shapes: " + list(mismatched) + "; ";
+      if (init.strict)
+        throw InputError("backbone.init: " + init.path + " does not fit this t5 (" + what +
+                         "check backbone.config / the size keys; strict: false loads what fits)");
+      spdlog::warn("backbone.init: {}: {}loaded the rest (strict: false)", init.path, what);
+    }
+    spdlog::info("{}: {} tensors loaded into t5{}", init.path, report.loaded.size() + first_rows.size(),
                  source.empty() || source == "shared.weight" ? "" : " (shared.weight from " + source + ")");
-    if (!report.ok())
-      spdlog::warn("{}: {} missing, {} unexpected, {} mismatched (backbone.init.strict: false)", init.path,
-                   report.missing.size(), report.unexpected.size(), report.mismatched.size());
   }
 
   torch::nn::Embedding shared{nullptr};

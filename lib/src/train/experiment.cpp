@@ -216,6 +216,7 @@ struct MetricsReport {
   const RunOptions& options;
   Clock::time_point run_start;
   const Phases& phases;
+  const Evaluator& evaluator;
 
   nlohmann::json operator()(const RunState& state, const std::string& status) const {
     nlohmann::json per_task = nlohmann::json::array();
@@ -265,6 +266,13 @@ struct MetricsReport {
         {"run_dir", dir.path()},
     };
     if (stream.scenario == Scenario::class_il) j["task_aware_accuracy"] = accuracy_block(state.task_aware);
+    if (stream.is_text()) {
+      const double s = evaluator.generation_seconds();
+      j["timing"]["generation"] = {{"tokens", evaluator.generated_tokens()}, {"seconds", s},
+                                   {"tokens_per_second", s > 0 ? evaluator.generated_tokens() / s : 0.0},
+                                   {"note", "greedy decoding in this process (not summed over resumes)"}};
+    }
+    if (auto* s2s = dynamic_cast<const Seq2SeqModel*>(&model)) j["model"]["architecture"] = s2s->backbone->describe();
     return j;
   }
 };
@@ -405,7 +413,8 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
     }
   }
 
-  const MetricsReport metrics_json{spec, *stream, *model, *strategy, trainer, resolved, env, dir, options, run_start, phases};
+  const MetricsReport metrics_json{spec,      *stream,   *model,    *strategy, trainer, resolved,
+                                   env,       dir,       options,   run_start, phases,  evaluator};
   try {
     for (int t = state.completed(); t < stream->num_tasks(); ++t) {
       TaskStats stats = trainer.train_task(t);

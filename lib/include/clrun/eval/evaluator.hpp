@@ -34,6 +34,9 @@ class Evaluator {
   EvalRow evaluate(Model& model, int trained_task);
   /// A row of kNotEvaluated (eval.when: last skips the rows before the last task).
   EvalRow skipped() const;
+  /// Text streams: tokens generated so far (</s> included) and the seconds spent generating.
+  int64_t generated_tokens() const { return generated_tokens_; }
+  double generation_seconds() const { return generation_seconds_; }
 
   /// Additive logit mask: 0 for `classes`, a large negative number elsewhere.
   static torch::Tensor logit_mask(const std::vector<int64_t>& classes, int64_t num_classes, torch::Device device);
@@ -45,6 +48,8 @@ class Evaluator {
   bool seen_only_;
   bool future_tasks_;
   int64_t max_new_tokens_;
+  mutable int64_t generated_tokens_ = 0;
+  mutable double generation_seconds_ = 0;
 
   /// Correct count of `task` by generation; the decoded answers are appended to `predictions`.
   int64_t generate_and_score(Model& model, const Task& task, std::vector<std::string>& predictions) const;
