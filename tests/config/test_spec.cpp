@@ -50,7 +50,7 @@ TEST_CASE("spec errors", "[config]") {
   CHECK_THAT(error_of("train: {epochs: 2\n"), Catch::StartsWith("exp.yaml:2:1: YAML syntax error"));
   CHECK_THAT(error_of("trian: {epochs: 2}"), Catch::Contains("trian: unknown key (did you mean 'train'?)"));
   CHECK_THAT(error_of("strategy: {name: finetun}"),
-             Catch::Contains("unknown strategy 'finetun' (did you mean 'finetune'?); registered: agem, cumulative, der, derpp, ewc, finetune, joint"));
+             Catch::Contains("unknown strategy 'finetun' (did you mean 'finetune'?); registered: agem, cumulative, der, derpp, ewc, finetune, inclora, joint"));
   CHECK_THAT(error_of("stream: {name: permuted, increment: 2}"), Catch::Contains("stream.increment: unknown key"));
   CHECK_THAT(error_of("stream: {name: permuted, scenario: class-il}"), Catch::Contains("stream.scenario"));
   CHECK_THAT(error_of("stream: {name: permuted}\ntrain: {logits: current}"),
