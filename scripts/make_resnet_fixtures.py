@@ -33,13 +33,14 @@ features stay O(1) through the depth.
 numpy and the safetensors package are not needed: the files are written by hand.
 """
 import importlib.util
-import json
 import math
 import os
-import struct
 import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_io import write_safetensors  # noqa: E402
 import torchvision
 
 P = 65521
@@ -71,23 +72,6 @@ def fill(model):
     with torch.no_grad():
         for k, (name, t) in enumerate(model.state_dict(keep_vars=True).items()):
             t.copy_(pattern_tensor(k, name, tuple(t.shape)))
-
-
-def write_safetensors(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name, t in tensors:
-        t = t.detach().to(torch.float32).contiguous().cpu()
-        data = bytes(t.flatten().view(torch.uint8).tolist())  # little-endian on x86
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 
 def torchvision_resnet18():
@@ -150,6 +134,10 @@ def torchvision_features(model, x):
     return features, model(x)
 
 
+def write_safetensors_f32(path, tensors):
+    write_safetensors(path, tensors, dtype=torch.float32)
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "models",
                                                               "fixtures")
@@ -175,7 +163,7 @@ def main():
             lines.append(f"{name} {dtype} {'x'.join(str(d) for d in t.shape) or '-'}")
         with open(os.path.join(out, f"resnet_{case}_state_dict.txt"), "w") as f:
             f.write("\n".join(lines) + "\n")
-        write_safetensors(os.path.join(out, f"resnet_{case}_io.safetensors"),
+        write_safetensors_f32(os.path.join(out, f"resnet_{case}_io.safetensors"),
                           [("__input", x), ("__features", features), ("__logits", logits)])
         print(case, "tensors", len(lines), "features", tuple(features.shape), "std %.3f" % features.std().item(),
               "logits std %.3f" % logits.std().item())

@@ -48,11 +48,13 @@ numpy and the safetensors package are not needed: the files are written by hand.
 import json
 import math
 import os
-import struct
 import sys
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_io import DTYPES, read_safetensors, write_safetensors  # noqa: E402
 
 MAX_NEW_TOKENS = 8
 MIN_MARGIN = 0.05
@@ -251,41 +253,6 @@ def greedy(p, input_ids, attention_mask, c, max_new_tokens):
 
 
 # ----------------------------------------------------------------------------- safetensors
-DTYPES = {torch.float32: "F32", torch.int64: "I64"}
-RDTYPES = {v: k for k, v in DTYPES.items()}
-
-
-def write_safetensors(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name, t in tensors:
-        t = t.detach().contiguous().cpu()
-        data = bytes(t.reshape(-1).view(torch.uint8).tolist())  # little-endian on x86
-        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    out = {}
-    for name, e in header.items():
-        b, en = e["data_offsets"]
-        buf = torch.tensor(list(raw[8 + n + b:8 + n + en]), dtype=torch.uint8)
-        out[name] = buf.view(RDTYPES[e["dtype"]]).reshape(e["shape"])
-    return out
-
-
-# ----------------------------------------------------------------------------- io
 def make_inputs(c, gen):
     V = c["vocab_size"]
     B, L, T = 3, 7, 4

@@ -19,13 +19,14 @@ missing bias, a wrong pooling token or a misplaced scale), so the fixtures hold 
 
 numpy and the safetensors package are not needed: the files are written by hand.
 """
-import json
 import os
-import struct
 import sys
 import types
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_io import write_safetensors  # noqa: E402
 
 # timm imports these optional hub packages at module level; pretrained=False never uses them.
 for name in ("safetensors", "safetensors.torch", "huggingface_hub"):
@@ -69,21 +70,8 @@ def redraw_o1(model, gen):
                 p.copy_(0.5 * noise)  # biases, cls_token, pos_embed
 
 
-def write_safetensors(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name, t in tensors:
-        t = t.detach().to(torch.float32).contiguous().cpu()
-        data = bytes(t.flatten().view(torch.uint8).tolist())  # little-endian on x86
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+def write_safetensors_f32(path, tensors):
+    write_safetensors(path, tensors, dtype=torch.float32)
 
 
 def main():
@@ -102,8 +90,8 @@ def main():
             features = model.forward_head(model.forward_features(x), pre_logits=True)
             logits = model(x)
         params = list(model.state_dict().items())
-        write_safetensors(os.path.join(out, f"vit_{case}.safetensors"), params)
-        write_safetensors(os.path.join(out, f"vit_{case}_io.safetensors"),
+        write_safetensors_f32(os.path.join(out, f"vit_{case}.safetensors"), params)
+        write_safetensors_f32(os.path.join(out, f"vit_{case}_io.safetensors"),
                           [("__input", x), ("__features", features), ("__logits", logits)])
         print(case, "features", tuple(features.shape), "std %.3f" % features.std().item(), "logits std %.3f"
               % logits.std().item(), "params", [n for n, _ in params if "blocks" not in n])

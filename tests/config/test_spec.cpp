@@ -133,5 +133,5 @@ TEST_CASE("the paper's T5-large configs stop with a clear error until the user's
                                                             Catch::Contains("weights/t5-large/model.safetensors") &&
                                                             Catch::Contains("no such file"));
   }
-  CHECK(seen == 8);  // FT, LoRA, IncLoRA, O-LoRA, each with and without MIGU
+  CHECK(seen == 10);  // FT, replay, LoRA, IncLoRA, O-LoRA, each with and without MIGU
 }

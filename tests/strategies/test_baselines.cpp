@@ -250,3 +250,24 @@ TEST_CASE("every strategy resumes after an interruption with the same numbers", 
     }
   }
 }
+
+TEST_CASE("cumulative's past_fraction mixes a fixed share of each earlier task into training", "[strategies][cumulative]") {
+  test::TempDir dir("cumulative_share");
+  test::write_tiny_mnist(dir.path());
+  ExperimentSpec spec = parse_spec(test::tiny_config(dir.path()), "tiny.yaml",
+                                   {parse_override("strategy={name: cumulative, past_fraction: 0.25}")});
+  RunOptions options;
+  options.out_dir = dir / "run";
+  nlohmann::json m = run_experiment(spec, options).metrics;
+  // tasks of 40 training rows, 2 epochs: task t trains on 40 + 10 per earlier task
+  for (int t = 0; t < 3; ++t) CHECK(m["per_task"][t]["samples"] == 2 * (40 + 10 * t));
+  CHECK(m["per_task"][2]["trained_on"] == nlohmann::json({0, 1, 2}));
+  // the share of a task is the same rows at every later task, and a subset of that task
+  auto strategy = spec.strategy.build(spec.seed);
+  auto stream = spec.stream.build(spec.dataset.build(), spec.seed);
+  torch::Tensor at1 = strategy->training_rows(1, 0, *stream), at2 = strategy->training_rows(2, 0, *stream);
+  CHECK(at1.size(0) == 10);
+  CHECK(torch::equal(at1, at2));
+  CHECK(torch::isin(at1, stream->tasks[0].train_rows).all().item<bool>());
+  CHECK(torch::equal(strategy->training_rows(2, 2, *stream), stream->tasks[2].train_rows));
+}

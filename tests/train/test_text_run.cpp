@@ -44,3 +44,37 @@ TEST_CASE("a text run interrupted mid-task resumes with identical numbers", "[tr
   CHECK(resumed["accuracy"]["correct"] == expected["accuracy"]["correct"]);
   CHECK(resumed["per_task"][1]["mean_loss"] == expected["per_task"][1]["mean_loss"]);
 }
+
+TEST_CASE("group_by_length reorders each epoch's batches by length, over the same rows", "[train][text]") {
+  test::TempDir dir("text_grouped");
+  auto run = [&](bool grouped) {
+    ExperimentSpec spec = parse_spec(test::tiny_text_config(), "x.yaml",
+                                     {parse_override(std::string("train.group_by_length=") + (grouped ? "true" : "false"))});
+    RunOptions options;
+    options.out_dir = dir / (grouped ? "grouped" : "plain");
+    return run_experiment(spec, options).metrics;
+  };
+  nlohmann::json plain = run(false), grouped = run(true);
+  CHECK(grouped["config"]["train"]["group_by_length"] == true);
+  CHECK_FALSE(plain["config"]["train"].contains("group_by_length"));  // absent at its default
+  CHECK(grouped["per_task"][0]["samples"] == plain["per_task"][0]["samples"]);
+  CHECK(grouped["per_task"][0]["mean_loss"] != plain["per_task"][0]["mean_loss"]);  // other batches
+}
+
+TEST_CASE("replay and data-mixing replay run on text; DER is refused", "[train][text]") {
+  test::TempDir dir("text_replay");
+  auto run = [&](const std::string& strategy) {
+    ExperimentSpec spec = parse_spec(test::tiny_text_config(), "x.yaml", {parse_override("strategy=" + strategy)});
+    RunOptions options;
+    options.out_dir = dir / std::to_string(std::hash<std::string>{}(strategy));
+    return run_experiment(spec, options).metrics;
+  };
+  // ER: memory rows (padded to other lengths) join every batch of the second task
+  nlohmann::json er = run("{name: replay, memory_size: 6}");
+  CHECK(er["strategy_state"]["memory"]["size"] == 6);
+  CHECK(er["per_task"][1]["samples"].get<int64_t>() > 2 * 12);
+  // MIGU's replay: 25% of SST-2's 12 rows (3) mixed into agnews' training data
+  nlohmann::json mixed = run("{name: migu, base: {name: cumulative, past_fraction: 0.25}}");
+  CHECK(mixed["per_task"][1]["samples"] == 2 * (12 + 3));
+  CHECK_THROWS_WITH(run("{name: der}"), Catch::Contains("der and derpp"));
+}

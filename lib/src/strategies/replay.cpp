@@ -7,6 +7,7 @@
 // apart from the current rows through the batch's per-row weights.
 #include <torch/torch.h>
 
+#include "clrun/core/error.hpp"
 #include "clrun/strategies/memory.hpp"
 #include "clrun/strategies/strategy.hpp"
 
@@ -40,6 +41,11 @@ class Replay : public Strategy {
   nlohmann::json describe() const override { return {{"memory", memory_.describe()}}; }
 
  protected:
+  void on_setup() override {
+    if (kind_ != Kind::er && env().stream && env().stream->is_text())
+      throw InputError("strategy: der and derpp store class logits, which text streams (t5) do not have; use replay "
+                       "or cumulative (past_fraction)");
+  }
   void on_before_forward(StepContext& ctx) override {
     mse_rows_ = 0;
     if (memory_.empty()) return;

@@ -20,6 +20,8 @@ const char* to_string(Hook hook) {
 
 std::vector<int> Strategy::training_tasks(int task, int) const { return {task}; }
 
+torch::Tensor Strategy::training_rows(int, int source, const Stream& stream) const { return stream.tasks.at(source).train_rows; }
+
 std::vector<ParamGroup> Strategy::parameter_groups(TaskContext& ctx) { return {ParamGroup{ctx.model.parameters(), 1.0}}; }
 
 namespace {

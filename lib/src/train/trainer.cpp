@@ -56,8 +56,8 @@ Trainer::TrainingSet Trainer::training_set(int task) const {
   int transforms = 0;
   for (int t : set.tasks) {
     const Task& tk = stream_.tasks.at(t);
-    rows.push_back(tk.train_rows);
-    ids.push_back(torch::full({tk.train_rows.size(0)}, t, tk.train_rows.options()));
+    rows.push_back(strategy_.training_rows(task, t, stream_));
+    ids.push_back(torch::full({rows.back().size(0)}, t, tk.train_rows.options()));
     transforms += tk.transform ? 1 : 0;
   }
   if (!rows.empty()) {
@@ -73,6 +73,18 @@ Batch Trainer::make_batch(const TrainingSet& set, const torch::Tensor& positions
   // Several domain-IL tasks at once (cumulative/joint): each row gets its own task's transform.
   return stream_.make_batch(stream_.train, set.rows.index_select(0, positions), set.task_ids.index_select(0, positions),
                             set.single_transform ? std::vector<int>{current.index} : set.tasks, train_transforms);
+}
+
+torch::Tensor Trainer::group_by_length(const torch::Tensor& order, const TrainingSet& set, int64_t megabatch) const {
+  // Source lengths of the set's rows (the stored ids are right-padded with 0, which no token is).
+  const torch::Tensor lengths = stream_.train.images.index_select(0, set.rows.cpu()).ne(0).sum(1);
+  std::vector<torch::Tensor> chunks;
+  for (int64_t start = 0; start < order.size(0); start += megabatch) {
+    torch::Tensor chunk = order.slice(0, start, std::min(order.size(0), start + megabatch));
+    torch::Tensor by_length = std::get<1>(lengths.index_select(0, chunk).sort(/*stable=*/true, 0, /*descending=*/true));
+    chunks.push_back(chunk.index_select(0, by_length));
+  }
+  return torch::cat(chunks);
 }
 
 torch::Tensor Trainer::loss_masks(int task) const {
@@ -253,7 +265,9 @@ TaskStats Trainer::train_task(int task) {
     // Each epoch's order depends only on (seed, task, epoch): a resumed run reshuffles identically.
     at::Generator gen = make_generator(spec_.seed, {seed_purpose::shuffle, static_cast<uint64_t>(task),
                                                     static_cast<uint64_t>(epoch)});
-    torch::Tensor order = torch::randperm(n, gen, torch::kInt64).to(device);
+    torch::Tensor order = torch::randperm(n, gen, torch::kInt64);
+    if (ts.group_by_length && stream_.is_text()) order = group_by_length(order, set, ts.batch_size * 50);
+    order = order.to(device);
     if (!per_step_lr) set_learning_rate(scheduler_->lr(base_lr_, epoch, epochs));
     for (int64_t b = 0; b < steps_per_epoch && totals.steps < total_steps; ++b) {
       if (interrupt_requested()) throw Interrupted();

@@ -22,6 +22,7 @@ struct TrainSpec {
   double grad_clip = 0;    ///< max global L2 norm of the gradients; 0 = off
   std::string reset_optimizer = "every_task";
   bool drop_last = false;
+  bool group_by_length = false;  ///< text: megabatches of 50 batches sorted by length (Hugging Face's)
   std::string logits = "auto";  ///< all | seen | current; auto = current for task-il, else all
   Component<OptimizerRegistry> optimizer;
   Component<SchedulerRegistry> scheduler;
@@ -37,6 +38,9 @@ struct TrainSpec {
     v("reset_optimizer", reset_optimizer, "fresh optimizer state every task, or one for the whole run",
       one_of({"every_task", "never"}));
     v("drop_last", drop_last, "drop the last partial batch of each epoch");
+    v("group_by_length", group_by_length,
+      "text streams: each epoch's shuffled rows are cut into megabatches of 50 batches, each sorted longest first "
+      "(Hugging Face's group_by_length): less padding, batches no longer uniformly random");
     v("logits", logits, "logits the loss sees: all, seen classes, current task's classes; auto = current for task-il, else all",
       one_of({"auto", "all", "seen", "current"}));
   }

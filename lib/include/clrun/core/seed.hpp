@@ -24,6 +24,7 @@ constexpr uint64_t validation = 5;
 constexpr uint64_t train_transform = 10;  ///< random image transforms: (seed, purpose, task, epoch, batch)
 constexpr uint64_t sotu_mask = 20;          ///< SoTU's masks: (seed, purpose, task, tensor)
 constexpr uint64_t random_projection = 21;  ///< RanPAC's W_rand
+constexpr uint64_t rehearsal_rows = 22;     ///< cumulative's past_fraction subsets: (seed, purpose, task)
 }  // namespace seed_purpose
 
 }  // namespace clrun

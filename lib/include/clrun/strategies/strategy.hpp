@@ -137,6 +137,9 @@ class Strategy {
   /// Tasks whose training data is used while learning `task` (default: just `task`). An empty
   /// list trains nothing at this task (the joint bound trains once, at the last task).
   virtual std::vector<int> training_tasks(int task, int num_tasks) const;
+  /// The rows of task `source` (one of training_tasks(task)) trained on at `task` (default: all
+  /// its training rows; cumulative's past_fraction mixes in a fixed share of earlier tasks).
+  virtual torch::Tensor training_rows(int task, int source, const Stream& stream) const;
   /// Parameters trained at this task (default: every parameter of the model, one group).
   virtual std::vector<ParamGroup> parameter_groups(TaskContext& ctx);
 
@@ -219,6 +222,9 @@ class WrapperStrategy : public Strategy {
  public:
   explicit WrapperStrategy(std::shared_ptr<Strategy> base) : base_(std::move(base)) {}
   std::vector<int> training_tasks(int task, int num_tasks) const override { return base_->training_tasks(task, num_tasks); }
+  torch::Tensor training_rows(int task, int source, const Stream& stream) const override {
+    return base_->training_rows(task, source, stream);
+  }
   std::vector<ParamGroup> parameter_groups(TaskContext& ctx) override { return base_->parameter_groups(ctx); }
   nlohmann::json describe() const override {
     return {{"base", base_->describe()}, {"base_hook_calls", base_->hook_stats().at("calls")}};

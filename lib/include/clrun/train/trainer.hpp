@@ -74,6 +74,9 @@ class Trainer {
   };
   TrainingSet training_set(int task) const;
   /// The minibatch at `positions` of `set`; `train_transforms` draws its random image transforms.
+  /// train.group_by_length: `order` (positions in `set`) cut into chunks of `megabatch`, each
+  /// sorted by source length, longest first (stable).
+  torch::Tensor group_by_length(const torch::Tensor& order, const TrainingSet& set, int64_t megabatch) const;
   Batch make_batch(const TrainingSet& set, const torch::Tensor& positions, const Task& current,
                    at::Generator* train_transforms) const;
   /// Per-task logit masks for train.logits while training `task`.
