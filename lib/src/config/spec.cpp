@@ -189,7 +189,9 @@ nlohmann::json ExperimentSpec::resolved() const {
   JsonWriter train_json;
   copy.train.fields(train_json);
   j["train"] = train_json.json();
-  if (!train.group_by_length) j["train"].erase("group_by_length");  // absent at its default: run directories keep their names
+  // Absent at their defaults, so that run directories keep their names.
+  if (!train.group_by_length) j["train"].erase("group_by_length");
+  if (train.precision == "fp32") j["train"].erase("precision");
   j["train"]["optimizer"] = train.optimizer.resolved;
   j["train"]["scheduler"] = train.scheduler.resolved;
   j["eval"] = options_to_json(eval);

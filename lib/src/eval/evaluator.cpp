@@ -5,19 +5,21 @@
 
 #include <torch/torch.h>
 
+#include "clrun/core/device.hpp"
 #include "clrun/data/tokenizer.hpp"
 #include "clrun/eval/metrics.hpp"
 
 namespace clrun {
 
 Evaluator::Evaluator(const Stream& stream, Strategy& strategy, int64_t batch_size, bool seen_only, bool future_tasks,
-                     int64_t max_new_tokens)
+                     int64_t max_new_tokens, bool bf16)
     : stream_(stream),
       strategy_(strategy),
       batch_size_(batch_size),
       seen_only_(seen_only),
       future_tasks_(future_tasks),
-      max_new_tokens_(max_new_tokens) {}
+      max_new_tokens_(max_new_tokens),
+      bf16_(bf16) {}
 
 EvalRow Evaluator::skipped() const {
   EvalRow row;
@@ -58,6 +60,7 @@ torch::Tensor Evaluator::logit_mask(const std::vector<int64_t>& classes, int64_t
 
 EvalRow Evaluator::evaluate(Model& model, int trained_task) {
   torch::NoGradGuard no_grad;
+  AutocastGuard autocast(bf16_, stream_.device());
   const bool was_training = model.is_training();
   model.eval();
   const bool class_il = stream_.scenario == Scenario::class_il;

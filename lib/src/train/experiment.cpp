@@ -386,7 +386,7 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
   trainer.set_progress(&progress);
   if (options.on_step) trainer.set_step_callback(options.on_step);
   Evaluator evaluator(*stream, *strategy, spec.eval.batch_size, spec.eval.eval_classes == "seen", spec.eval.future_tasks,
-                      spec.eval.max_new_tokens);
+                      spec.eval.max_new_tokens, spec.train.precision == "bf16");
   const bool class_il = stream->scenario == Scenario::class_il;
   spdlog::info("{}: {} on {} ({}{}), {} tasks, {} classes; backbone {} ({} parameters); strategy {}", spec.name,
                stream->name, stream->dataset, to_string(stream->scenario), stream->validation ? ", validation split" : "",

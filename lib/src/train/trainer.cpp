@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include "clrun/core/device.hpp"
 #include "clrun/core/error.hpp"
 #include "clrun/core/interrupt.hpp"
 #include "clrun/core/seed.hpp"
@@ -182,9 +183,12 @@ void Trainer::step(int task, int64_t epoch, std::vector<Batch> micro, Totals& to
     StepContext ctx{task, epoch, totals.steps, *model_, *optimizer_, stream_, loss_fn_, std::move(batch), 0, {}, {}, {}};
     ctx.current_rows = ctx.batch.size();
     strategy_.before_forward(ctx);
-    ctx.output = model_->forward(ctx.batch);
-    ctx.loss = ctx.task_loss(ctx.output, ctx.batch);
-    strategy_.loss_terms(ctx);
+    {
+      AutocastGuard autocast(spec_.train.precision == "bf16", stream_.device());
+      ctx.output = model_->forward(ctx.batch);
+      ctx.loss = ctx.task_loss(ctx.output, ctx.batch);
+      strategy_.loss_terms(ctx);
+    }
     strategy_.before_backward(ctx);
     (micro.size() == 1 ? ctx.loss : ctx.loss * scale).backward();
     totals.loss += ctx.loss.detach() * scale;

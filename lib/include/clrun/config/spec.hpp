@@ -23,6 +23,7 @@ struct TrainSpec {
   std::string reset_optimizer = "every_task";
   bool drop_last = false;
   bool group_by_length = false;  ///< text: megabatches of 50 batches sorted by length (Hugging Face's)
+  std::string precision = "fp32";  ///< fp32 | bf16 (autocast)
   std::string logits = "auto";  ///< all | seen | current; auto = current for task-il, else all
   Component<OptimizerRegistry> optimizer;
   Component<SchedulerRegistry> scheduler;
@@ -41,6 +42,8 @@ struct TrainSpec {
     v("group_by_length", group_by_length,
       "text streams: each epoch's shuffled rows are cut into megabatches of 50 batches, each sorted longest first "
       "(Hugging Face's group_by_length): less padding, batches no longer uniformly random");
+    v("precision", precision, "fp32, or bf16 autocast of the forward passes of training and evaluation (for GPUs; "
+      "weights, gradients and optimizer state stay fp32; on CPU it runs, mostly slower)", one_of({"fp32", "bf16"}));
     v("logits", logits, "logits the loss sees: all, seen classes, current task's classes; auto = current for task-il, else all",
       one_of({"auto", "all", "seen", "current"}));
   }

@@ -21,9 +21,9 @@ class Evaluator {
  public:
   /// `seen_only`: class-IL argmax over seen classes (eval_classes: seen) rather than all.
   /// `future_tasks` false: tasks after the trained one are not scored (eval.future_tasks).
-  /// `max_new_tokens`: text streams' generation length limit.
+  /// `max_new_tokens`: text streams' generation length limit; `bf16`: autocast (train.precision).
   Evaluator(const Stream& stream, Strategy& strategy, int64_t batch_size, bool seen_only, bool future_tasks = true,
-            int64_t max_new_tokens = 50);
+            int64_t max_new_tokens = 50, bool bf16 = false);
 
   /// Scores every task after training `trained_task` (-1: the untrained model). Class-IL scores
   /// task i over the classes of tasks 0..max(trained_task, i): a task not yet trained is scored
@@ -48,6 +48,7 @@ class Evaluator {
   bool seen_only_;
   bool future_tasks_;
   int64_t max_new_tokens_;
+  bool bf16_;
   mutable int64_t generated_tokens_ = 0;
   mutable double generation_seconds_ = 0;
 
