@@ -128,7 +128,6 @@ BareResult bare_loop(const ExperimentSpec& spec) {
           loss = torch::nn::functional::cross_entropy(
               logits.reshape({-1, logits.size(-1)}), batch.targets.reshape({-1}),
               torch::nn::functional::CrossEntropyFuncOptions().ignore_index(Batch::kIgnoreTarget));
-          r.tokens += batch.extra.at("attention_mask").sum().item<int64_t>() + batch.targets.ne(Batch::kIgnoreTarget).sum().item<int64_t>();
         } else {
           torch::Tensor x = stream->inputs(stream->train, rows, task, augment ? &*augment : nullptr);
           torch::Tensor logits = model->forward(Batch{x, {}, {}, {}, {}, {}});
@@ -142,6 +141,12 @@ BareResult bare_loop(const ExperimentSpec& spec) {
       }
     }
     r.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (stream->is_text()) {  // tokens counted outside the timed loop: whole epochs visit every row once
+      const torch::Tensor rows = task.train_rows.cpu();
+      const int64_t per_epoch_tokens = stream->train.images.index_select(0, rows).ne(0).sum().item<int64_t>() +
+                                       stream->train.targets.index_select(0, rows).ne(0).sum().item<int64_t>();
+      r.tokens += per_epoch_tokens * steps / per_epoch;
+    }
   }
   for (const auto& p : params) r.weights.push_back(p.detach().clone());
   return r;

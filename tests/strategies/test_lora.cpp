@@ -3,6 +3,7 @@
 // MIGU on adapters (A's rank units by A's output, B's units by the combined or own output).
 #include <catch2/catch.hpp>
 
+#include "clrun/io/model_io.hpp"
 #include "clrun/models/linear.hpp"
 #include "support.hpp"
 
@@ -36,22 +37,9 @@ struct LoraRun {
   std::map<std::string, torch::Tensor> first, last;  ///< checkpoints after task 0 and task 1
 };
 
-/// Every tensor of a (nested) module archive, by its dotted name.
-void read_all(torch::serialize::InputArchive& archive, const std::string& prefix, std::map<std::string, torch::Tensor>& out) {
-  for (const auto& key : archive.keys()) {
-    torch::Tensor t;
-    torch::serialize::InputArchive child;
-    if (archive.try_read(key, t)) out[prefix + key] = t;
-    else if (archive.try_read(key, child)) read_all(child, prefix + key + ".", out);
-  }
-}
-
 std::map<std::string, torch::Tensor> checkpoint_params(const std::string& run_dir, int task) {
-  torch::serialize::InputArchive archive, model;
-  archive.load_from(run_dir + "/checkpoints/task_00" + std::to_string(task) + ".pt");
-  archive.read("model", model);
   std::map<std::string, torch::Tensor> out;
-  read_all(model, "", out);
+  for (auto& [name, t] : checkpoint_model_tensors(run_checkpoint(run_dir, task))) out[name] = t;
   return out;
 }
 
@@ -156,5 +144,19 @@ TEST_CASE("MIGU on LoRA masks A's rank units by A's output and B's units by the 
     CHECK(torch::equal(adapter->A->weight.grad(), grad_a * keep_a.unsqueeze(1)));
     CHECK(torch::equal(adapter->B->weight.grad(), grad_b * keep_b.unsqueeze(1)));
     CHECK_FALSE(torch::equal(keep_b, torch::ones_like(keep_b)));
+  }
+}
+
+TEST_CASE("LoRA-family runs interrupted mid-task resume with identical numbers", "[strategies][lora][resume]") {
+  for (const std::string strategy : {"{name: olora, rank: 2, alpha: 4, lambda2: [0.1]}",
+                                     "{name: migu, threshold: 0.5, layers: ['*.lora_*'], base: {name: inclora, rank: 2}}"}) {
+    INFO(strategy);
+    test::TempDir dir("lora_resume");
+    ExperimentSpec spec = parse_spec(test::tiny_text_config(), "x.yaml",
+                                     {parse_override("strategy=" + strategy), parse_override("train.epochs=3")});
+    auto [expected, resumed] = test::run_interrupted_and_resumed(spec, dir.path(), 1, 2);
+    CHECK(resumed["accuracy"]["correct"] == expected["accuracy"]["correct"]);
+    CHECK(resumed["per_task"][1]["mean_loss"] == expected["per_task"][1]["mean_loss"]);
+    CHECK(resumed["per_task"][1]["loss_terms"] == expected["per_task"][1]["loss_terms"]);
   }
 }

@@ -28,7 +28,7 @@ EvalRow Evaluator::skipped() const {
   return row;
 }
 
-int64_t Evaluator::generate_and_score(Model& model, const Task& task, std::vector<std::string>& predictions) const {
+int64_t Evaluator::generate_and_score(Model& model, const Task& task, std::vector<EvalRow::Prediction>& predictions) const {
   const Tokenizer& tokenizer = *stream_.tokenizer;
   const torch::Tensor rows = task.test_rows.cpu();
   const torch::Tensor labels = stream_.test.labels.index_select(0, rows);
@@ -44,8 +44,9 @@ int64_t Evaluator::generate_and_score(Model& model, const Task& task, std::vecto
       const int64_t* p = ids[i].data_ptr<int64_t>();
       std::string answer = tokenizer.decode(std::vector<int64_t>(p, p + ids.size(1)));
       const int64_t label = labels[start + i].item<int64_t>();
-      correct += label >= 0 && normalize_answer(answer) == normalize_answer(stream_.class_names.at(label));
-      predictions.push_back(std::move(answer));
+      const bool match = label >= 0 && normalize_answer(answer) == normalize_answer(stream_.class_names.at(label));
+      correct += match;
+      predictions.push_back({std::move(answer), match});
     }
   }
   return correct;

@@ -432,8 +432,28 @@ std::string list_some(const std::vector<std::string>& items, std::size_t max = 5
   if (items.size() > max) s += ", ... (" + std::to_string(items.size() - max) + " more)";
   return s;
 }
+
 }  // namespace
 
+std::string LoadReport::describe() const {
+  std::vector<std::string> parts;
+  auto quoted = [](const std::vector<std::string>& names) {
+    std::vector<std::string> q;
+    for (const auto& n : names) q.push_back(quote(n));
+    return q;
+  };
+  if (!missing.empty())
+    parts.push_back(std::to_string(missing.size()) + " missing from the file (" + list_some(quoted(missing)) + ")");
+  if (!unexpected.empty())
+    parts.push_back(std::to_string(unexpected.size()) + " not in the module (" + list_some(quoted(unexpected)) + ")");
+  if (!mismatched.empty()) {
+    std::vector<std::string> m;
+    for (const auto& x : mismatched)
+      m.push_back(quote(x.name) + " file " + shape_string(x.file_shape) + " vs module " + shape_string(x.module_shape));
+    parts.push_back(std::to_string(mismatched.size()) + " with other shapes (" + list_some(m) + ")");
+  }
+  return join(parts, "; ");
+}
 LoadReport load_into(const SafetensorsFile& file, torch::nn::Module& module, bool strict,
                      const std::function<std::string(const std::string&)>& rename) {
   std::map<std::string, torch::Tensor> targets;
@@ -474,27 +494,8 @@ LoadReport load_into(const SafetensorsFile& file, torch::nn::Module& module, boo
   std::sort(report.mismatched.begin(), report.mismatched.end(),
             [](const LoadReport::Mismatch& a, const LoadReport::Mismatch& b) { return a.name < b.name; });
 
-  if (strict && !report.ok()) {
-    std::vector<std::string> parts;
-    auto quoted = [](const std::vector<std::string>& names) {
-      std::vector<std::string> q;
-      for (const auto& n : names) q.push_back(quote(n));
-      return q;
-    };
-    if (!report.missing.empty())
-      parts.push_back(std::to_string(report.missing.size()) + " missing from the file (" +
-                      list_some(quoted(report.missing)) + ")");
-    if (!report.unexpected.empty())
-      parts.push_back(std::to_string(report.unexpected.size()) + " not in the module (" +
-                      list_some(quoted(report.unexpected)) + ")");
-    if (!report.mismatched.empty()) {
-      std::vector<std::string> m;
-      for (const auto& x : report.mismatched)
-        m.push_back(quote(x.name) + " file " + shape_string(x.file_shape) + " vs module " + shape_string(x.module_shape));
-      parts.push_back(std::to_string(report.mismatched.size()) + " with other shapes (" + list_some(m) + ")");
-    }
-    throw InputError(file.path() + ": tensors do not match the module's parameters and buffers: " + join(parts, "; "));
-  }
+  if (strict && !report.ok())
+    throw InputError(file.path() + ": tensors do not match the module's parameters and buffers: " + report.describe());
 
   torch::NoGradGuard no_grad;
   for (auto& [name, target] : copies) target.copy_(file.get(name, target.scalar_type()));

@@ -171,10 +171,11 @@ class RmsNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RmsNorm);
 
-/// Keys and values of one attention layer for cached decoding.
+/// Keys and values of one attention layer for cached decoding: self-attention appends to
+/// preallocated [B, H, capacity, d_kv] tensors; cross-attention stores the encoder's once.
 struct KvCache {
-  torch::Tensor k, v;  ///< [B, H, capacity, d_kv]
-  int64_t length = 0;
+  torch::Tensor k, v;
+  int64_t length = 0;  ///< self-attention: positions filled
 };
 
 class AttentionImpl : public torch::nn::Module {
@@ -194,13 +195,13 @@ class AttentionImpl : public torch::nn::Module {
   /// source (cross-attention: the encoder states); `cache`: append this call's keys and values.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& kv, const torch::Tensor& bias, KvCache* cache = nullptr) {
     torch::Tensor qh = heads(q->forward(x)), kh, vh;
-    if (cache && kv.defined() && cache->length < 0) {  // cross-attention cache: computed once
+    if (cache && kv.defined() && cache->k.defined()) {  // cross-attention: computed at the first step
       kh = cache->k, vh = cache->v;
     } else {
       kh = heads(k->forward(kv.defined() ? kv : x));
       vh = heads(v->forward(kv.defined() ? kv : x));
       if (cache && kv.defined()) {
-        cache->k = kh, cache->v = vh, cache->length = -1;
+        cache->k = kh, cache->v = vh;
       } else if (cache) {
         const int64_t n = kh.size(2);
         cache->k.narrow(2, cache->length, n).copy_(kh);
@@ -493,22 +494,10 @@ class T5 : public LanguageModel {
                    file.info(file_name).shape[0], config_.vocab_size);
     }
     if (!report.ok()) {
-      std::string what;
-      auto list = [](const std::vector<std::string>& names) {
-        std::string out;
-        for (std::size_t i = 0; i < names.size() && i < 5; ++i) out += (i ? ", " : "") + names[i];
-        return names.size() > 5 ? out + ", ... (" + std::to_string(names.size()) + " in all)" : out;
-      };
-      std::vector<std::string> mismatched;
-      for (const auto& m : report.mismatched)
-        mismatched.push_back(m.name + " " + c10::str(m.file_shape) + " in the file, " + c10::str(m.module_shape) + " here");
-      if (!report.missing.empty()) what += "missing: " + list(report.missing) + "; ";
-      if (!report.unexpected.empty()) what += "unexpected: " + list(report.unexpected) + "; ";
-      if (!mismatched.empty()) what += "other shapes: " + list(mismatched) + "; ";
       if (init.strict)
-        throw InputError("backbone.init: " + init.path + " does not fit this t5 (" + what +
-                         "check backbone.config / the size keys; strict: false loads what fits)");
-      spdlog::warn("backbone.init: {}: {}loaded the rest (strict: false)", init.path, what);
+        throw InputError("backbone.init: " + init.path + " does not fit this t5: " + report.describe() +
+                         "\nhint: check backbone.config / the size keys; strict: false loads what fits");
+      spdlog::warn("backbone.init: {}: {}; loaded the rest (strict: false)", init.path, report.describe());
     }
     spdlog::info("{}: {} tensors loaded into t5{}", init.path, report.loaded.size() + first_rows.size(),
                  source.empty() || source == "shared.weight" ? "" : " (shared.weight from " + source + ")");

@@ -11,7 +11,6 @@
 #include "clrun/core/device.hpp"
 #include "clrun/core/error.hpp"
 #include "clrun/core/seed.hpp"
-#include "clrun/data/tokenizer.hpp"
 #include "clrun/eval/evaluator.hpp"
 #include "clrun/eval/metrics.hpp"
 #include "clrun/io/environment.hpp"
@@ -308,10 +307,9 @@ void write_predictions(const RunDir& dir, const Stream& stream, const EvalRow& r
     for (std::size_t i = 0; i < answers.size(); ++i) {
       const int64_t r = rows[static_cast<int64_t>(i)].item<int64_t>();
       const int64_t label = stream.test.labels[r].item<int64_t>();
-      const std::string gold = label >= 0 ? stream.class_names.at(label) : std::string();
-      out += nlohmann::json({{"task", task.index}, {"dataset", task.name}, {"row", r}, {"prediction", answers[i]},
-                             {"label", label >= 0 ? nlohmann::json(gold) : nlohmann::json(nullptr)},
-                             {"correct", label >= 0 && normalize_answer(answers[i]) == normalize_answer(gold)}})
+      out += nlohmann::json({{"task", task.index}, {"dataset", task.name}, {"row", r}, {"prediction", answers[i].text},
+                             {"label", label >= 0 ? nlohmann::json(stream.class_names.at(label)) : nlohmann::json(nullptr)},
+                             {"correct", answers[i].correct}})
                  .dump() +
              "\n";
     }

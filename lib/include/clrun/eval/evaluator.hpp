@@ -13,8 +13,13 @@ namespace clrun {
 struct EvalRow {
   std::vector<int64_t> correct;             ///< the scenario's scoring, per task
   std::vector<int64_t> correct_task_aware;  ///< class-IL only: logits restricted to the task
-  /// Text streams: each scored test row's generated answer as decoded, per task (empty when not scored).
-  std::vector<std::vector<std::string>> predictions;
+  /// Text streams: each scored test row's generated answer as decoded and its exact-match
+  /// verdict, per task (empty when not scored).
+  struct Prediction {
+    std::string text;
+    bool correct = false;
+  };
+  std::vector<std::vector<Prediction>> predictions;
 };
 
 class Evaluator {
@@ -53,7 +58,7 @@ class Evaluator {
   mutable double generation_seconds_ = 0;
 
   /// Correct count of `task` by generation; the decoded answers are appended to `predictions`.
-  int64_t generate_and_score(Model& model, const Task& task, std::vector<std::string>& predictions) const;
+  int64_t generate_and_score(Model& model, const Task& task, std::vector<EvalRow::Prediction>& predictions) const;
 };
 
 }  // namespace clrun

@@ -87,6 +87,8 @@ struct LoadReport {
   std::vector<std::string> unexpected;  ///< in the file, not in the module
   std::vector<Mismatch> mismatched;     ///< in both, with different shapes (not copied)
   bool ok() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
+  /// "2 missing from the file (...); 1 with other shapes (...)": up to 5 names of each kind.
+  std::string describe() const;
 };
 
 /// Copies the file's tensors into `module`'s named_parameters() and named_buffers() of the same
