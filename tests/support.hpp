@@ -1,7 +1,16 @@
 // Test helpers: a tiny synthetic MNIST-format data set written by the tests themselves, temp
 // directories, and a small experiment config over that data.
 #pragma once
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <exception>
 #include <filesystem>
+#include <thread>
+#include <vector>
 #include <string>
 
 #include <torch/torch.h>
@@ -9,6 +18,7 @@
 #include "clrun/config/spec.hpp"
 #include "clrun/core/error.hpp"
 #include "clrun/core/interrupt.hpp"
+#include "clrun/core/world.hpp"
 #include "clrun/train/experiment.hpp"
 #include "clrun/data/idx.hpp"
 #include "clrun/models/model.hpp"
@@ -138,6 +148,46 @@ inline std::string shared_t5_file(const std::string& name) {
   std::string root = env ? std::string(env) : here.substr(0, here.find_last_of('/')) + "/../../shared/data";
   std::string path = root + "/t5/" + name;
   return std::filesystem::exists(path) ? path : std::string();
+}
+
+/// A TCP port free on loopback a moment ago (data-parallel tests' rendezvous).
+inline int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    throw std::runtime_error("no free port on 127.0.0.1");
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+/// Runs fn(config) for ranks 0..n-1 of one data-parallel world, one thread each, on loopback;
+/// rethrows the first rank's exception after all have finished.
+template <class Fn>
+void run_ranks(int n, Fn fn, std::chrono::seconds timeout = std::chrono::seconds(30)) {
+  const int port = free_port();
+  std::vector<std::thread> threads;
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(n));
+  for (int r = 0; r < n; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        WorldConfig c;
+        c.rank = c.local_rank = r;
+        c.size = c.local_size = n;
+        c.master_port = port;
+        c.timeout = timeout;
+        c.launcher = "test threads";
+        fn(c);
+      } catch (...) {
+        errors[static_cast<std::size_t>(r)] = std::current_exception();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
 }
 
 /// The Classifier behind a Model reference (tests look at its head).

@@ -15,6 +15,12 @@ namespace clrun::app {
 /// Set by a subcommand callback; main() returns it.
 extern int g_exit_code;
 extern std::chrono::steady_clock::time_point g_started;
+/// The command line as given (--nproc starts its ranks with it, less --nproc).
+extern std::vector<std::string> g_args;
+
+/// Starts `nproc` ranks of this program with `args` and the torchrun variables on 127.0.0.1;
+/// returns 0 when all succeed, else the first failing rank's exit code.
+int launch_ranks(int nproc, const std::vector<std::string>& args, std::chrono::seconds timeout);
 
 /// The config plus --set overrides; --seed and --device are overrides too, so they show up in
 /// the resolved config like any other key.

@@ -16,6 +16,7 @@
 namespace clrun::app {
 int g_exit_code = exit_code::ok;
 std::chrono::steady_clock::time_point g_started = std::chrono::steady_clock::now();
+std::vector<std::string> g_args;
 }  // namespace clrun::app
 
 int main(int argc, char** argv) {
@@ -23,13 +24,14 @@ int main(int argc, char** argv) {
   using namespace clrun::app;
   g_started = std::chrono::steady_clock::now() - std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                                      std::chrono::duration<double>(process_age_seconds()));
+  g_args.assign(argv, argv + argc);
   auto console = std::make_shared<spdlog::sinks::stderr_sink_mt>();  // stdout stays clean for validate/list output
   console->set_pattern("[%H:%M:%S] %^%l%$ %v");
   spdlog::set_default_logger(std::make_shared<spdlog::logger>("clrun", console));
   spdlog::flush_on(spdlog::level::info);
 
   CLI::App app{"clrun: fast, faithful continual-learning experiments\n"
-               "  clrun CONFIG.yaml [--set key.path=value ...] [--out DIR] [--seed N] [--device D] [--resume]\n"
+               "  clrun CONFIG.yaml [--set key.path=value ...] [--out DIR] [--seed N] [--device D] [--resume] [--nproc N]\n"
                "  clrun validate CONFIG.yaml [--set ...] [--run-dir]\n"
                "  clrun list [KIND] [--params]\n"
                "  clrun report RUN_DIR_OR_FOLDER... [--format md|csv] [--out-dir DIR] [--plot PREFIX] [--matrix RUN_DIR]\n"
@@ -55,6 +57,7 @@ int main(int argc, char** argv) {
     return exit_code::bad_input;
   } catch (const Interrupted&) {
     return exit_code::interrupted;
+
   } catch (const c10::Error& e) {
     spdlog::error("{}", one_line_error(e.what_without_backtrace()));  // what() carries a C++ stack trace
     return exit_code::failure;

@@ -189,3 +189,53 @@ TEST_CASE("the CLI: Ctrl-C exits 130 and marks the run interrupted; divergence e
     // (the finer rules, over the resolved config, are tested on default_run_dir in tests/io)
   }
 }
+
+TEST_CASE("clrun --nproc 2: one process's run, written by rank 0; SIGTERM stops every rank", "[app][cli][distributed]") {
+  test::TempDir dir("cli_nproc");
+  test::write_tiny_mnist(dir.path());
+  write_file_atomic(dir / "exp.yaml", test::tiny_config(dir.path()));  // batch 16 of 40 rows: shards 8/8, 8/8, 4/4
+  const std::string config = dir / "exp.yaml";
+
+  SECTION("the same accuracies and losses as one process") {
+    Result one = run_cli(dir, config + " --out " + (dir / "one"));
+    REQUIRE(one.code == 0);
+    Result two = run_cli(dir, config + " --out " + (dir / "two") + " --nproc 2 --set 'strategy={name: migu}'");
+    INFO(two.err);
+    CHECK(two.code == 0);
+    Result two_ft = run_cli(dir, config + " --out " + (dir / "two_ft") + " --nproc 2");
+    REQUIRE(two_ft.code == 0);
+    CHECK_THAT(two_ft.err, Catch::Contains("data parallel: 2 ranks (gloo, clrun --nproc)"));
+    CHECK_THAT(two_ft.err, !Catch::Contains("rank 1"));  // rank 0 alone logs
+    auto a = nlohmann::json::parse(read_file(dir / "one/metrics.json"));
+    auto b = nlohmann::json::parse(read_file(dir / "two_ft/metrics.json"));
+    CHECK(a["accuracy"]["correct"] == b["accuracy"]["correct"]);
+    for (std::size_t t = 0; t < 3; ++t)
+      CHECK(b["per_task"][t]["mean_loss"].get<double>() == Approx(a["per_task"][t]["mean_loss"].get<double>()).epsilon(1e-4));
+    CHECK(b["distributed"]["world_size"] == 2);
+    CHECK(b["distributed"]["launcher"] == "clrun --nproc");
+    CHECK(b["config"] == a["config"]);  // the world size is how a run ran, not what it is
+    CHECK(std::filesystem::exists(dir / "two_ft/checkpoints/task_002.pt"));
+    // replay keeps a per-process memory: refused by every rank, exit 2 like any bad input
+    Result replay = run_cli(dir, config + " --out " + (dir / "replay") + " --nproc 2 --set 'strategy={name: replay}'");
+    CHECK(replay.code == 2);
+    CHECK_THAT(replay.err, Catch::Contains("keeps a replay memory"));
+  }
+  SECTION("SIGTERM to the launcher: every rank stops after the same step, exit 130, resumable") {
+    const std::string run = dir / "cut";
+    pid_t pid = start_cli(dir, {config, "--out", run, "--nproc", "2", "--set", "train.iterations=10000000"});
+    REQUIRE(pid > 0);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!std::filesystem::exists(run + "/log.txt") && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // into training
+    kill(pid, SIGTERM);
+    int status = wait_for(pid, 60);
+    INFO(read_file(dir / "bg_stderr"));
+    REQUIRE(status != -1);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 130);
+    auto m = nlohmann::json::parse(read_file(run + "/metrics.json"));
+    CHECK(m["status"] == "interrupted");
+    CHECK_THAT(read_file(dir / "bg_stderr"), Catch::Contains("--resume"));
+  }
+}

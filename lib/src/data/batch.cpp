@@ -5,8 +5,8 @@
 
 namespace clrun {
 
-Batch Batch::head(int64_t n) const {
-  auto first = [&](const torch::Tensor& t) { return t.defined() ? t.narrow(0, 0, n) : t; };
+Batch Batch::rows(int64_t begin, int64_t end) const {
+  auto first = [&](const torch::Tensor& t) { return t.defined() ? t.slice(0, begin, end) : t; };
   Batch out{first(inputs), first(targets), first(task_ids), first(index), first(weights), {}};
   for (const auto& [name, t] : extra) out.extra[name] = first(t);
   return out;

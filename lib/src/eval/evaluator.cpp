@@ -1,4 +1,4 @@
-// Evaluator: batched no-grad scoring, one host sync per task.
+// Evaluator: batched no-grad scoring, one host sync per evaluation.
 #include "clrun/eval/evaluator.hpp"
 
 #include <chrono>
@@ -12,14 +12,15 @@
 namespace clrun {
 
 Evaluator::Evaluator(const Stream& stream, Strategy& strategy, int64_t batch_size, bool seen_only, bool future_tasks,
-                     int64_t max_new_tokens, bool bf16)
+                     int64_t max_new_tokens, bool bf16, const World* world)
     : stream_(stream),
       strategy_(strategy),
       batch_size_(batch_size),
       seen_only_(seen_only),
       future_tasks_(future_tasks),
       max_new_tokens_(max_new_tokens),
-      bf16_(bf16) {}
+      bf16_(bf16),
+      world_(world) {}
 
 EvalRow Evaluator::skipped() const {
   EvalRow row;
@@ -68,6 +69,10 @@ EvalRow Evaluator::evaluate(Model& model, int trained_task) {
   const bool task_il = stream_.scenario == Scenario::task_il;
   const torch::Device device = stream_.device();
   EvalRow row;
+  // Image streams: the correct counts of the scored tasks (their positions in `scored`), read in
+  // one host sync (data parallel: one collective) at the end.
+  std::vector<torch::Tensor> counts;
+  std::vector<std::size_t> scored;
   for (const Task& task : stream_.tasks) {
     if (!future_tasks_ && task.index > trained_task) {
       row.correct.push_back(AccuracyMatrix::kNotEvaluated);
@@ -87,19 +92,30 @@ EvalRow Evaluator::evaluate(Model& model, int trained_task) {
       main_mask = logit_mask(stream_.classes_of(0, std::max(trained_task, task.index)), stream_.num_classes, device);
     torch::Tensor correct = torch::zeros({}, torch::TensorOptions(torch::kInt64).device(device));
     torch::Tensor correct_aware = torch::zeros_like(correct);
-    const int64_t n = task.test_rows.size(0);
-    for (int64_t start = 0; start < n; start += batch_size_) {
-      Batch batch = stream_.make_batch(stream_.test, task.test_rows.slice(0, start, std::min(n, start + batch_size_)), {},
+    const auto [first, last] = world_ ? world_->shard(task.test_rows.size(0)) : std::pair<int64_t, int64_t>{0, task.test_rows.size(0)};
+    for (int64_t start = first; start < last; start += batch_size_) {
+      Batch batch = stream_.make_batch(stream_.test, task.test_rows.slice(0, start, std::min(last, start + batch_size_)), {},
                                        {task.index});
       const EvalContext ctx{trained_task, task.index, model, stream_};
       torch::Tensor logits = strategy_.eval_logits(ctx, strategy_.eval_forward(ctx, batch));
       const torch::Tensor& y = batch.targets;
-      torch::Tensor scored = main_mask.defined() ? logits + main_mask : logits;
-      correct += scored.argmax(1).eq(y).sum();
+      const torch::Tensor ranked = main_mask.defined() ? logits + main_mask : logits;
+      correct += ranked.argmax(1).eq(y).sum();
       if (class_il) correct_aware += (logits + task_mask).argmax(1).eq(y).sum();
     }
-    row.correct.push_back(correct.item<int64_t>());
-    if (class_il) row.correct_task_aware.push_back(correct_aware.item<int64_t>());
+    scored.push_back(row.correct.size());
+    counts.push_back(class_il ? torch::stack({correct, correct_aware}) : correct.unsqueeze(0));
+    row.correct.push_back(0);
+    if (class_il) row.correct_task_aware.push_back(0);
+  }
+  if (!counts.empty()) {
+    torch::Tensor all = torch::stack(counts);
+    if (world_) world_->all_reduce_sum({all});
+    all = all.cpu();
+    for (std::size_t k = 0; k < scored.size(); ++k) {
+      row.correct[scored[k]] = all[static_cast<int64_t>(k)][0].item<int64_t>();
+      if (class_il) row.correct_task_aware[scored[k]] = all[static_cast<int64_t>(k)][1].item<int64_t>();
+    }
   }
   model.train(was_training);
   return row;

@@ -41,6 +41,13 @@ BlasInfo detect_blas() {
   return info;
 }
 
+bool set_blas_threads(int threads) {
+  using SetThreads = void (*)(int);
+  auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (fn) fn(threads);
+  return fn != nullptr;
+}
+
 double process_age_seconds() {
   std::ifstream stat("/proc/self/stat"), uptime_file("/proc/uptime");
   std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());

@@ -20,6 +20,7 @@ class Agem : public Strategy {
   nlohmann::json describe() const override { return {{"memory", memory_.describe()}}; }
 
  protected:
+  void on_setup() override { refuse_data_parallel(env(), "agem"); }
   void on_before_backward(StepContext& ctx) override {
     reference_.clear();
     if (memory_.empty()) return;

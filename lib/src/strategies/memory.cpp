@@ -8,9 +8,17 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include "clrun/core/error.hpp"
 #include "clrun/strategies/strategy.hpp"
 
 namespace clrun {
+
+void refuse_data_parallel(const StrategyEnv& env, const std::string& strategy) {
+  if (env.world && env.world->size() > 1)
+    throw InputError("strategy: " + strategy + " keeps a replay memory, which data-parallel training does not shard yet "
+                     "(it would differ with the world size); run it as one process (no --nproc, WORLD_SIZE or srun "
+                     "tasks), or use cumulative (past_fraction) for replay by data mixing");
+}
 
 ReplayMemory::Policy memory_policy(const std::string& name) {
   return name == "class_balanced" ? ReplayMemory::Policy::class_balanced : ReplayMemory::Policy::reservoir;

@@ -158,6 +158,7 @@ class Migu : public WrapperStrategy, public nn::Tap {
     WrapperStrategy::on_after_backward(ctx);
     torch::NoGradGuard no_grad;
     saved_.clear();
+    if (env().world) reduce_magnitudes();
     for (Group& g : groups_) {
       std::vector<torch::Tensor> magnitudes;
       for (std::size_t i : g.units) {
@@ -170,6 +171,19 @@ class Migu : public WrapperStrategy, public nn::Tap {
       for (std::size_t k = 0; k < g.units.size(); ++k) mask_gradients(ctx.optimizer, units_[g.units[k]], keep[k]);
     }
     ++steps_;
+  }
+
+  /// Data parallel: each rank's magnitudes cover its shard; summed over the ranks they are the
+  /// global batch's, as one process sees them. (The official code averages over ranks: the same
+  /// quantile masks, since they do not see a common factor 1/world.)
+  void reduce_magnitudes() {
+    std::vector<torch::Tensor> all;
+    for (Unit& u : units_) {
+      if (!u.magnitude.defined())
+        u.magnitude = torch::zeros({u.layer->units()}, torch::TensorOptions(torch::kFloat32).device(env().device));
+      all.push_back(u.magnitude);
+    }
+    env().world->all_reduce_sum(all);
   }
 
   void on_after_step(StepContext& ctx) override {

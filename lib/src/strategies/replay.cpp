@@ -42,6 +42,7 @@ class Replay : public Strategy {
 
  protected:
   void on_setup() override {
+    refuse_data_parallel(env(), kind_ == Kind::er ? "replay" : kind_ == Kind::der ? "der" : "derpp");
     if (kind_ != Kind::er && env().stream && env().stream->is_text())
       throw InputError("strategy: der and derpp store class logits, which text streams (t5) do not have; use replay "
                        "or cumulative (past_fraction)");

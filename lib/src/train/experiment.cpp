@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <thread>
 
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
@@ -216,6 +217,7 @@ struct MetricsReport {
   Clock::time_point run_start;
   const Phases& phases;
   const Evaluator& evaluator;
+  const World* world;
 
   nlohmann::json operator()(const RunState& state, const std::string& status) const {
     nlohmann::json per_task = nlohmann::json::array();
@@ -265,6 +267,7 @@ struct MetricsReport {
         {"run_dir", dir.path()},
     };
     if (stream.scenario == Scenario::class_il) j["task_aware_accuracy"] = accuracy_block(state.task_aware);
+    if (world) j["distributed"] = world->describe();
     if (stream.is_text()) {
       const double s = evaluator.generation_seconds();
       j["timing"]["generation"] = {{"tokens", evaluator.generated_tokens()}, {"seconds", s},
@@ -352,23 +355,46 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
   const nlohmann::json resolved = spec.resolved();
 
   // ---- environment and data: bad input fails here, before the run directory is touched
-  if (spec.threads > 0) torch::set_num_threads(static_cast<int>(spec.threads));
-  const torch::Device device = resolve_device(spec.device, "device");
+  if (options.world) {  // the machine's threads (spec `threads`, else every core) shared by its ranks
+    const int budget = spec.threads > 0 ? static_cast<int>(spec.threads) : static_cast<int>(std::thread::hardware_concurrency());
+    const int per_rank = std::max(1, budget / options.world->local_size);
+    torch::set_num_threads(per_rank);
+    set_blas_threads(per_rank);
+  } else if (spec.threads > 0) {
+    torch::set_num_threads(static_cast<int>(spec.threads));
+  }
+  torch::Device device = resolve_device(spec.device, "device");
+  if (options.world && device.is_cuda() && !device.has_index())
+    device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(options.world->local_rank));
   torch::manual_seed(spec.seed);
   std::shared_ptr<Stream> stream = build_stream(spec, device, phases);
   const auto setup_start = Clock::now();
   if (options.resume && options.overwrite) throw InputError("--resume and --overwrite exclude each other");
-  dir.lock();
-  std::optional<nlohmann::json> previous = claim_run_dir(dir, options, resolved);
-  if (int stale = dir.remove_stale_temp_files())
-    spdlog::info("{}: removed {} temp file(s) of writes that a stopped run left unfinished", dir.path(), stale);
-  dir.create();
-  RunLog run_log(dir.file("log.txt"));
-  if (!previous) {
-    dir.write_json("config.json", resolved);
-    dir.write_text("config.yaml", "# Resolved config of this run: `clrun config.yaml --out DIR` repeats it.\n" +
-                                      json_to_yaml(resolved));
+  std::unique_ptr<World> world = options.world ? std::make_unique<World>(*options.world, device) : nullptr;
+  const bool writer = !world || world->is_main();  // rank 0 alone touches the run directory
+
+  std::optional<nlohmann::json> previous;
+  std::optional<RunLog> run_log;
+  if (writer) {
+    try {
+      dir.lock();
+      previous = claim_run_dir(dir, options, resolved);
+      if (int stale = dir.remove_stale_temp_files())
+        spdlog::info("{}: removed {} temp file(s) of writes that a stopped run left unfinished", dir.path(), stale);
+      dir.create();
+      run_log.emplace(dir.file("log.txt"));
+      if (!previous) {
+        dir.write_json("config.json", resolved);
+        dir.write_text("config.yaml", "# Resolved config of this run: `clrun config.yaml --out DIR` repeats it.\n" +
+                                          json_to_yaml(resolved));
+      }
+    } catch (...) {
+      if (world) world->all_ok(false);  // the other ranks stop instead of waiting for rank 0
+      throw;
+    }
   }
+  if (world && !world->all_ok(true))
+    throw InputError("rank 0 could not start the run in " + dir.path() + "; its error says why");
   spdlog::info("run directory: {}", dir.path());
   const nlohmann::json env = environment_json();
   log_environment(env, device.str());
@@ -379,16 +405,19 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
   std::shared_ptr<Model> model = make_model();
   torch::manual_seed(spec.seed);
   std::shared_ptr<Strategy> strategy = spec.strategy.build(spec.seed);
-  Trainer trainer(spec, *stream, model, *strategy, make_model);
+  Trainer trainer(spec, *stream, model, *strategy, make_model, world.get());
   Progress progress(options.progress_bar);
-  trainer.set_progress(&progress);
+  if (writer) trainer.set_progress(&progress);
   if (options.on_step) trainer.set_step_callback(options.on_step);
   Evaluator evaluator(*stream, *strategy, spec.eval.batch_size, spec.eval.eval_classes == "seen", spec.eval.future_tasks,
-                      spec.eval.max_new_tokens, spec.train.precision == "bf16");
+                      spec.eval.max_new_tokens, spec.train.precision == "bf16", world.get());
   const bool class_il = stream->scenario == Scenario::class_il;
   spdlog::info("{}: {} on {} ({}{}), {} tasks, {} classes; backbone {} ({} parameters); strategy {}", spec.name,
                stream->name, stream->dataset, to_string(stream->scenario), stream->validation ? ", validation split" : "",
                stream->num_tasks(), stream->num_classes, spec.backbone.name(), count_parameters(*model), spec.strategy.name());
+  if (world)
+    spdlog::info("data parallel: {} ranks ({}, {}), {} threads each; each global batch of {} rows is split among them",
+                 world->size(), world->backend(), world->config().launcher, torch::get_num_threads(), spec.train.batch_size);
 
   phases.setup = seconds_since(setup_start);
   std::vector<int64_t> test_sizes;
@@ -411,8 +440,8 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
     }
   }
 
-  const MetricsReport metrics_json{spec,      *stream,   *model,    *strategy, trainer, resolved,
-                                   env,       dir,       options,   run_start, phases,  evaluator};
+  const MetricsReport metrics_json{spec,    *stream,   *model, *strategy, trainer,   resolved, env,
+                                   dir,     options,   run_start, phases, evaluator, world.get()};
   try {
     for (int t = state.completed(); t < stream->num_tasks(); ++t) {
       TaskStats stats = trainer.train_task(t);
@@ -421,37 +450,37 @@ RunResult run_experiment(const ExperimentSpec& spec, const RunOptions& options) 
       const bool scored = spec.eval.when == "every_task" || t + 1 == stream->num_tasks();
       EvalRow row = scored ? evaluator.evaluate(*model, t) : evaluator.skipped();
       state.eval_seconds += seconds_since(t0);
-      if (!row.predictions.empty()) write_predictions(dir, *stream, row, t);
+      if (writer && !row.predictions.empty()) write_predictions(dir, *stream, row, t);
       state.accuracy.add_row(row.correct);
       if (class_il) state.task_aware.add_row(row.correct_task_aware);
       state.tasks.push_back(stats);
       log_task(state, stats, stream->num_tasks(), class_il);
       // Checkpoint first, then metrics: metrics.json never claims a task the checkpoint lacks.
       const auto w0 = Clock::now();
-      if (spec.output.checkpoints != "none") {
+      if (writer && spec.output.checkpoints != "none") {
         nlohmann::json saved = state.to_json();
         saved["wall_seconds"] = state.previous_wall_seconds + seconds_since(run_start);
         trainer.save_checkpoint(dir.checkpoint_path(t), saved);
         dir.set_latest_checkpoint(t, spec.output.checkpoints == "last");
       }
-      if (t + 1 < stream->num_tasks()) dir.write_json("metrics.json", metrics_json(state, "running"));
+      if (writer && t + 1 < stream->num_tasks()) dir.write_json("metrics.json", metrics_json(state, "running"));
       phases.write += seconds_since(w0);
     }
   } catch (const Diverged& e) {
     // Everything written so far stays; the run is marked and not resumed by sweeps.
     nlohmann::json m = metrics_json(state, "diverged");
     m["diverged_at"] = {{"task", e.task}, {"epoch", e.epoch}, {"steps", e.steps}};
-    dir.write_json("metrics.json", m);
+    if (writer) dir.write_json("metrics.json", m);
     throw;
   } catch (const Interrupted&) {
     progress.finish();
-    dir.write_json("metrics.json", metrics_json(state, "interrupted"));
+    if (writer) dir.write_json("metrics.json", metrics_json(state, "interrupted"));
     spdlog::warn("interrupted: {} of {} tasks complete and checkpointed; continue with --resume", state.completed(),
                  stream->num_tasks());
     throw;
   }
   nlohmann::json final_metrics = metrics_json(state, "complete");
-  dir.write_json("metrics.json", final_metrics);
+  if (writer) dir.write_json("metrics.json", final_metrics);
   log_summary(final_metrics, state, dir);
   return {dir.path(), final_metrics};
 }

@@ -42,10 +42,16 @@ TaskStats TaskStats::from_json(const nlohmann::json& j) {
 }
 
 Trainer::Trainer(const ExperimentSpec& spec, Stream& stream, std::shared_ptr<Model> model, Strategy& strategy,
-                 ModelFactory make_model)
-    : spec_(spec), stream_(stream), model_(std::move(model)), strategy_(strategy) {
+                 ModelFactory make_model, const World* world)
+    : spec_(spec), world_(world), stream_(stream), model_(std::move(model)), strategy_(strategy) {
   scheduler_ = spec_.train.scheduler.build();
-  strategy_.setup(StrategyEnv{spec_.seed, &stream_, stream_.device(), std::move(make_model), model_.get()});
+  if (world_) {  // every rank starts from rank 0's weights (they are seeded alike anyway)
+    std::vector<torch::Tensor> state = model_->parameters();
+    for (const auto& b : model_->buffers()) state.push_back(b);
+    torch::NoGradGuard no_grad;
+    world_->broadcast(state);
+  }
+  strategy_.setup(StrategyEnv{spec_.seed, &stream_, stream_.device(), std::move(make_model), model_.get(), world_});
 }
 
 // ---- data ----------------------------------------------------------------------------------
@@ -172,16 +178,60 @@ void Trainer::add_terms(Totals& totals, const std::vector<std::pair<std::string,
   }
 }
 
+bool Trainer::reduce_gradients(bool stop) {
+  // One flag per trained parameter (1 where this rank has a gradient) and the stop flag travel in
+  // the gradients' bucket: no extra collective.
+  std::vector<torch::Tensor> grads;
+  std::vector<float> flags;
+  for (auto& p : model_->parameters())
+    if (p.requires_grad()) {
+      flags.push_back(p.grad().defined() ? 1.f : 0.f);
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+      grads.push_back(p.grad());
+    }
+  flags.push_back(stop ? 1.f : 0.f);
+  torch::Tensor reached = torch::tensor(flags).to(stream_.device());
+  grads.push_back(reached);
+  world_->all_reduce_sum(grads);
+  reached = reached.cpu();
+  const float* any = reached.data_ptr<float>();
+  std::size_t i = 0;
+  for (auto& p : model_->parameters())
+    if (p.requires_grad() && any[i++] == 0) p.mutable_grad() = torch::Tensor();  // no rank reached it
+  return any[flags.size() - 1] > 0;
+}
+
+void Trainer::reduce_totals(Totals& totals) const {
+  std::vector<torch::Tensor> sums = {totals.loss,
+                                     torch::full({}, static_cast<double>(totals.samples), totals.loss.options())};
+  for (auto& [name, sum] : totals.terms) sums.push_back(sum);
+  world_->all_reduce_sum(sums);
+  totals.samples = static_cast<int64_t>(std::llround(sums[1].item<double>()));
+}
+
 void Trainer::step(int task, int64_t epoch, std::vector<Batch> micro, Totals& totals) {
   // One optimizer step over `micro` (train.accumulate_steps micro-batches): the per-batch hooks
   // run per micro-batch, gradients add up (each loss scaled by 1/count), and after_backward /
   // after_step see one context holding every micro-batch's current rows.
+  // Data parallel: each micro-batch is the global one; this rank keeps its contiguous shard and
+  // weights its loss by its share of the rows, so that the gradients summed over the ranks are
+  // the single process's. An empty shard (fewer rows than ranks) only joins the collectives.
   zero_grad();
-  const double scale = 1.0 / static_cast<double>(micro.size());
   std::vector<StepContext> done;
-  for (Batch& batch : micro) {
+  for (Batch& global : micro) {
+    double weight = 1.0 / static_cast<double>(micro.size());
+    Batch batch = std::move(global);
+    if (world_) {
+      const auto [begin, end] = world_->shard(batch.size());
+      weight *= static_cast<double>(end - begin) / static_cast<double>(batch.size());
+      batch = batch.rows(begin, end);
+    }
     StepContext ctx{task, epoch, totals.steps, *model_, *optimizer_, stream_, loss_fn_, std::move(batch), 0, {}, {}, {}};
     ctx.current_rows = ctx.batch.size();
+    if (ctx.current_rows == 0) {
+      done.push_back(std::move(ctx));
+      continue;
+    }
     strategy_.before_forward(ctx);
     {
       AutocastGuard autocast(spec_.train.precision == "bf16", stream_.device());
@@ -190,33 +240,39 @@ void Trainer::step(int task, int64_t epoch, std::vector<Batch> micro, Totals& to
       strategy_.loss_terms(ctx);
     }
     strategy_.before_backward(ctx);
-    (micro.size() == 1 ? ctx.loss : ctx.loss * scale).backward();
-    totals.loss += ctx.loss.detach() * scale;
-    add_terms(totals, ctx.terms, 0, scale);
+    (weight == 1.0 ? ctx.loss : ctx.loss * weight).backward();
+    totals.loss += ctx.loss.detach() * weight;
+    add_terms(totals, ctx.terms, 0, weight);
     totals.samples += ctx.batch.size();
     done.push_back(std::move(ctx));
   }
+  const bool stop = world_ && reduce_gradients(interrupt_requested());
   StepContext& ctx = done.size() == 1 ? done[0] : merge_micro_batches(done);
-  // Penalties that write their gradient themselves (EWC, SI) add their term here, once per step.
+  // Penalties that write their gradient themselves (EWC, SI) add their term here, once per step
+  // (data parallel: every rank adds the same term, so each counts its 1/world share).
   const std::size_t before = ctx.terms.size();
   strategy_.after_backward(ctx);
-  for (std::size_t i = before; i < ctx.terms.size(); ++i) totals.loss += ctx.terms[i].second;
-  add_terms(totals, ctx.terms, before, 1.0);
+  const double share = world_ ? 1.0 / world_->size() : 1.0;
+  for (std::size_t i = before; i < ctx.terms.size(); ++i) totals.loss += ctx.terms[i].second * share;
+  add_terms(totals, ctx.terms, before, share);
   if (spec_.train.grad_clip > 0) clip_gradients();
   optimizer_->step();
   strategy_.after_step(ctx);
   ++totals.steps;
+  if (stop) throw Interrupted();  // every rank stops after the same step
 }
 
 StepContext& Trainer::merge_micro_batches(std::vector<StepContext>& micro) const {
   std::vector<Batch> batches;
   std::vector<torch::Tensor> outputs, losses;
   for (StepContext& m : micro) {
+    if (!m.output.defined()) continue;  // an empty data-parallel shard
     batches.push_back(m.batch.head(m.current_rows));
     outputs.push_back(m.output.detach().narrow(0, 0, m.current_rows));
     losses.push_back(m.loss.detach());
   }
   StepContext& merged = micro.back();
+  if (batches.empty()) return merged;
   merged.batch = Batch::cat(batches);
   merged.current_rows = merged.batch.size();
   merged.output = torch::cat(outputs);
@@ -225,7 +281,12 @@ StepContext& Trainer::merge_micro_batches(std::vector<StepContext>& micro) const
 }
 
 void Trainer::check_finite(const Totals& totals, int task, int64_t epoch) const {
-  if (std::isfinite(totals.loss.item<double>())) return;
+  torch::Tensor loss = totals.loss;
+  if (world_) {
+    loss = loss.clone();
+    world_->all_reduce_sum({loss});
+  }
+  if (std::isfinite(loss.item<double>())) return;
   if (progress_) progress_->finish();
   throw Diverged(task, epoch, totals.steps);
 }
@@ -274,7 +335,7 @@ TaskStats Trainer::train_task(int task) {
     order = order.to(device);
     if (!per_step_lr) set_learning_rate(scheduler_->lr(base_lr_, epoch, epochs));
     for (int64_t b = 0; b < steps_per_epoch && totals.steps < total_steps; ++b) {
-      if (interrupt_requested()) throw Interrupted();
+      if (!world_ && interrupt_requested()) throw Interrupted();  // data parallel: decided in step()
       if (per_step_lr) set_learning_rate(scheduler_->lr(base_lr_, totals.steps, total_steps));
       std::vector<Batch> micro;
       for (int64_t m = b * K; m < std::min(batches_per_epoch, (b + 1) * K); ++m) {
@@ -292,11 +353,16 @@ TaskStats Trainer::train_task(int task) {
       if (on_step_) on_step_(task, totals.steps);
       // The loss sum stays on the device; it is read (one host sync) only when the progress
       // display updates and at the end of every epoch. Non-finite means the run diverged.
-      if (progress_ && progress_->update(totals.steps, totals.samples)) check_finite(totals, task, epoch);
+      if (progress_ && progress_->update(totals.steps, totals.samples) && !world_) check_finite(totals, task, epoch);
     }
     check_finite(totals, task, epoch);
   }
   if (progress_) progress_->finish();
+  if (world_) {
+    reduce_totals(totals);
+    torch::NoGradGuard no_grad;
+    world_->broadcast(model_->buffers());  // BatchNorm statistics: rank 0's, as DDP keeps them
+  }
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   stats.steps = totals.steps;
   stats.samples = totals.samples;

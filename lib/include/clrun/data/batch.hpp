@@ -22,8 +22,10 @@ struct Batch {
   std::map<std::string, torch::Tensor> extra;  ///< anything else (attention masks, stored logits, ...)
 
   int64_t size() const { return targets.defined() ? targets.size(0) : 0; }
-  /// The first `n` rows of every defined field, as views (no copy).
-  Batch head(int64_t n) const;
+  /// Rows [begin, end) of every defined field, as views (no copy).
+  Batch rows(int64_t begin, int64_t end) const;
+  /// The first `n` rows.
+  Batch head(int64_t n) const { return rows(0, n); }
   /// The rows at `positions` of every defined field.
   Batch select(const torch::Tensor& positions) const;
   /// Rows of `parts` one after the other (token fields of different lengths right-padded to the

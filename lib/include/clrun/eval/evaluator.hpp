@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "clrun/core/world.hpp"
 #include "clrun/models/model.hpp"
 #include "clrun/strategies/strategy.hpp"
 #include "clrun/streams/stream.hpp"
@@ -27,8 +28,11 @@ class Evaluator {
   /// `seen_only`: class-IL argmax over seen classes (eval_classes: seen) rather than all.
   /// `future_tasks` false: tasks after the trained one are not scored (eval.future_tasks).
   /// `max_new_tokens`: text streams' generation length limit; `bf16`: autocast (train.precision).
+  /// `world` (data parallel): each rank scores its shard of every task's test rows and the
+  /// counts are summed (text streams: every rank generates for every row, rank 0's answers are
+  /// kept, since the predictions file needs them all).
   Evaluator(const Stream& stream, Strategy& strategy, int64_t batch_size, bool seen_only, bool future_tasks = true,
-            int64_t max_new_tokens = 50, bool bf16 = false);
+            int64_t max_new_tokens = 50, bool bf16 = false, const World* world = nullptr);
 
   /// Scores every task after training `trained_task` (-1: the untrained model). Class-IL scores
   /// task i over the classes of tasks 0..max(trained_task, i): a task not yet trained is scored
@@ -54,6 +58,7 @@ class Evaluator {
   bool future_tasks_;
   int64_t max_new_tokens_;
   bool bf16_;
+  const World* world_;
   mutable int64_t generated_tokens_ = 0;
   mutable double generation_seconds_ = 0;
 

@@ -19,6 +19,8 @@ struct BlasInfo {
   int threads = -1;  ///< OpenBLAS's own thread count, -1 when not OpenBLAS
 };
 BlasInfo detect_blas();
+/// Sets OpenBLAS's thread count (LibTorch's set_num_threads does not); false without OpenBLAS.
+bool set_blas_threads(int threads);
 
 /// Seconds since this process started (from /proc; 0 if unavailable), so that startup figures
 /// include loading the shared libraries, not just the time since main().

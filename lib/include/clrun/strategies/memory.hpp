@@ -15,6 +15,7 @@
 
 #include "clrun/core/config.hpp"
 #include "clrun/data/batch.hpp"
+#include "clrun/strategies/strategy.hpp"
 #include "clrun/streams/stream.hpp"
 
 namespace clrun {
@@ -34,6 +35,10 @@ struct MemoryOptions {
       at_least(0));
   }
 };
+
+/// The memory strategies train on one process only for now: a memory filled from each rank's
+/// shard and sampled per rank would depend on the world size. InputError under data parallel.
+void refuse_data_parallel(const StrategyEnv& env, const std::string& strategy);
 
 class ReplayMemory {
  public:

@@ -37,6 +37,7 @@
 #include <torch/serialize/archive.h>
 
 #include "clrun/core/registry.hpp"
+#include "clrun/core/world.hpp"
 #include "clrun/data/batch.hpp"
 #include "clrun/models/model.hpp"
 #include "clrun/streams/stream.hpp"
@@ -76,6 +77,10 @@ struct StrategyEnv {
   /// The run's model. setup() may add modules to it (LoRA adapters): it runs before any
   /// checkpoint is loaded into the model.
   Model* model = nullptr;
+  /// Data-parallel training: the run's processes (null for one process). Hooks see this rank's
+  /// shard of each batch; a strategy whose statistics must cover the global batch reduces them
+  /// here, in a hook every rank runs (MIGU's magnitudes in after_backward).
+  const World* world = nullptr;
 };
 
 /// A group of parameters trained together; parameters in no group are frozen (no gradient).

@@ -4,11 +4,13 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "clrun/config/spec.hpp"
+#include "clrun/core/world.hpp"
 #include "clrun/models/model.hpp"
 #include "clrun/streams/stream.hpp"
 
@@ -23,6 +25,11 @@ struct RunOptions {
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   /// Called after every optimizer step with (task, steps done in the task); tests use it.
   std::function<void(int, int64_t)> on_step;
+  /// Data-parallel training: this process's place among the run's processes (null: one process).
+  /// Every rank trains and evaluates its shards; rank 0 alone writes the run directory, and every
+  /// rank resumes from it. The threads (spec `threads`, else every core) are divided among the
+  /// ranks on a machine.
+  std::optional<WorldConfig> world;
 };
 
 struct RunResult {

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "clrun/config/spec.hpp"
+#include "clrun/core/world.hpp"
 #include "clrun/io/progress.hpp"
 #include "clrun/models/model.hpp"
 #include "clrun/strategies/strategy.hpp"
@@ -36,8 +37,11 @@ struct TaskStats {
 class Trainer {
  public:
   /// Calls strategy.setup(); `make_model` builds fresh models of the same architecture.
+  /// `world` (data-parallel training; null for one process): rank 0's weights are broadcast
+  /// first, each rank trains its shard of every global batch, gradients are summed over ranks
+  /// before after_backward, and BatchNorm statistics are made rank 0's at the end of each task.
   Trainer(const ExperimentSpec& spec, Stream& stream, std::shared_ptr<Model> model, Strategy& strategy,
-          ModelFactory make_model);
+          ModelFactory make_model, const World* world = nullptr);
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
@@ -86,17 +90,24 @@ class Trainer {
   void set_learning_rate(double lr);
   void zero_grad();
   void clip_gradients() const;
+  /// Data parallel: sums the gradients over the ranks (with which parameters have one, so that a
+  /// parameter no rank reached keeps none) and whether any rank asked to stop (Ctrl-C, SIGTERM).
+  bool reduce_gradients(bool stop);
+  /// Data parallel: the sum over ranks of each rank's share of the task's figures.
+  void reduce_totals(Totals& totals) const;
   /// One optimizer step over one or more micro-batches, with every per-step hook.
   void step(int task, int64_t epoch, std::vector<Batch> micro, Totals& totals);
   /// Adds terms[from..] (name, detached scalar) times `scale` to the task's sums.
   static void add_terms(Totals& totals, const std::vector<std::pair<std::string, torch::Tensor>>& terms,
                         std::size_t from, double scale);
-  /// Throws Diverged when the loss sum is not finite (one host sync).
+  /// Throws Diverged when the loss sum is not finite (one host sync; data parallel: decided on
+  /// the sum over ranks, so every rank stops together).
   void check_finite(const Totals& totals, int task, int64_t epoch) const;
   /// The context after_backward/after_step see when a step had several micro-batches.
   StepContext& merge_micro_batches(std::vector<StepContext>& micro) const;
 
   const ExperimentSpec& spec_;
+  const World* world_ = nullptr;
   Stream& stream_;
   std::shared_ptr<Model> model_;
   Strategy& strategy_;
