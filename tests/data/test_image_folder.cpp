@@ -179,9 +179,6 @@ TEST_CASE("image_folder: errors name the file or folder", "[image_folder][data]"
   SECTION("presets check their class count") {
     CHECK_THAT(load_error("name: imagenet-r, root: " + t.root), Catch::Contains("2 class folders") && Catch::Contains("200"));
   }
-  SECTION("cache: disk is refused when the config is read") {
-    CHECK_THAT(load_error(base + ", cache: disk"), Catch::Contains("stream.dataset.cache") && Catch::Contains("not implemented"));
-  }
   SECTION("size must be [H, W]") {
     CHECK_THAT(load_error(base + ", size: [4]"), Catch::Contains("stream.dataset.size"));
   }
@@ -199,4 +196,62 @@ TEST_CASE("image_folder: a stream over the data set and its presets' defaults", 
   CHECK(r.dataset.resolved.at("normalize") == false);
   CHECK(r.dataset.resolved.at("root") == "data/imagenet-r");
   CHECK(registries().datasets.contains("imagenet_a"));
+}
+
+TEST_CASE("image_folder cache: disk: decoded once into a mapped file, the same pixels and batches", "[image_folder][data][cache]") {
+  Tree t;
+  test::TempDir cache("image_cache");
+  const char* old = std::getenv("CLRUN_DATA_CACHE_DIR");
+  const std::string saved = old ? old : "";
+  ::setenv("CLRUN_DATA_CACHE_DIR", cache.path().c_str(), 1);
+  ::unsetenv("CLRUN_DATA_CACHE");  // tests/main.cpp turns the user's cache off; this one is the test's
+  auto entries = [&] {
+    std::vector<std::string> out;
+    if (fs::exists(cache / "images"))
+      for (const auto& e : fs::directory_iterator(cache / "images")) out.push_back(e.path().string());
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  const std::string block = "name: image_folder, root: " + t.root + ", size: [5, 5]";
+  auto memory = load(block);
+  CHECK(entries().empty());  // cache: memory writes nothing
+  auto disk = load(block + ", cache: disk");
+  CHECK(disk->host_images);
+  CHECK_FALSE(memory->host_images);
+  CHECK(torch::equal(disk->train.images, memory->train.images));
+  CHECK(torch::equal(disk->test.images, memory->test.images));
+  const auto written = entries();
+  REQUIRE(written.size() == 2);  // train and test, complete (no temp file left)
+  CHECK(fs::file_size(written[0]) == 4096 + 1 * 3 * 5 * 5);  // test sorts first: 1 image
+  const auto stamp = fs::last_write_time(written[1]);
+
+  // A second load maps the same entries; a changed image makes a new entry for its split.
+  auto again = load(block + ", cache: disk");
+  CHECK(torch::equal(again->train.images, memory->train.images));
+  CHECK(entries() == written);
+  CHECK(fs::last_write_time(written[1]) == stamp);
+  fs::last_write_time(t.root + "/train/cat/a.png", fs::last_write_time(t.root + "/train/cat/a.png") + std::chrono::seconds(5));
+  load(block + ", cache: disk");
+  CHECK(entries().size() == 3);
+
+  // Batches: gathered on the host, normalised like the in-memory data.
+  ExperimentSpec spec = parse_spec("stream: {name: split, increment: 1, dataset: {" + block + "}}\n", "t.yaml");
+  auto from_memory = spec.stream.build(memory, spec.seed), from_disk = spec.stream.build(disk, spec.seed);
+  from_memory->to(torch::kCPU);
+  from_disk->to(torch::kCPU);
+  const torch::Tensor rows = torch::tensor({2, 0, 3}, torch::kInt64);
+  Batch a = from_memory->make_batch(from_memory->train, rows, {}, {0}), b = from_disk->make_batch(from_disk->train, rows, {}, {0});
+  CHECK(torch::equal(a.inputs, b.inputs));
+  CHECK(torch::equal(a.targets, b.targets));
+
+  // A corrupt entry is not used, and rewritten (only once nothing maps it: clrun never truncates an
+  // entry, it writes a new file and renames it).
+  disk.reset(), again.reset(), from_disk.reset();
+  for (const auto& e : entries()) fs::resize_file(e, 100);
+  CHECK(torch::equal(load(block + ", cache: disk")->train.images, memory->train.images));
+
+  ::setenv("CLRUN_DATA_CACHE", "off", 1);
+  CHECK_THAT(load_error(block + ", cache: disk"), Catch::Contains("stream.dataset.cache") && Catch::Contains("CLRUN_DATA_CACHE_DIR"));
+  if (old) ::setenv("CLRUN_DATA_CACHE_DIR", saved.c_str(), 1);
+  else ::unsetenv("CLRUN_DATA_CACHE_DIR");
 }

@@ -96,7 +96,7 @@ TEST_CASE("EWC: penalty 0 at the anchor, gradient lambda F (theta - theta*)", "[
     torch::optim::SGD opt(rig.model->parameters(), torch::optim::SGDOptions(0.1));
     auto penalty_step = [&]() {
       for (auto& p : rig.model->parameters()) p.mutable_grad() = torch::zeros_like(p);
-      StepContext step{1, 0, 0, *rig.model, opt, *rig.stream, rig.loss, {}, 0, {}, torch::zeros({}), {}};
+      StepContext step{1, 0, 0, *rig.model, opt, *rig.stream, rig.loss, {}, 0, {}, 1.0, {}, torch::zeros({}), {}};
       ewc->after_backward(step);
       REQUIRE(step.terms.size() == 1);
       return step.terms[0].second.item<double>();

@@ -131,7 +131,7 @@ TEST_CASE("MIGU on LoRA masks A's rank units by A's output and B's units by the 
     Batch b;
     b.inputs = torch::randn({5, 6});
     b.targets = torch::tensor({1, 3, 0, 2, 7});
-    StepContext step{1, 0, 0, *model, opt, *stream, loss, b, 5, {}, {}, {}};
+    StepContext step{1, 0, 0, *model, opt, *stream, loss, b, 5, b, 1.0, {}, {}, {}};
     step.output = model->forward(step.batch);
     step.loss = step.task_loss(step.output, step.batch);
     step.loss.backward();

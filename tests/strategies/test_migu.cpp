@@ -230,7 +230,7 @@ TEST_CASE("MIGU masks a weight shared by the head and an embedding through the h
   Batch b;
   b.extra["ids"] = torch::tensor({{0, 1, 2}, {3, 4, 1}, {2, 2, 0}, {4, 0, 3}});
   b.targets = torch::tensor({1, 3, 0, 2});
-  StepContext step{1, 0, 0, *model, opt, *rig.stream, loss, b, 4, {}, {}, {}};
+  StepContext step{1, 0, 0, *model, opt, *rig.stream, loss, b, 4, b, 1.0, {}, {}, {}};
   step.output = model->forward(step.batch);
   step.loss = step.task_loss(step.output, step.batch);
   step.loss.backward();

@@ -62,6 +62,12 @@ TEST_CASE("2 ranks with half of each batch equal 1 process with the whole batch"
       {"adam", {"train.batch_size=16", "train.optimizer={name: adam, lr: 0.01}"}},
       {"online ewc", {"train.batch_size=16", "strategy={name: ewc, mode: online, gamma: 0.9}"}},
       {"si", {"train.batch_size=16", "strategy={name: si}"}},
+      // the memory takes in every rank's rows; each rank trains on its shard of the same draw
+      {"replay", {"train.batch_size=15", "strategy={name: replay, memory_size: 30}"}},
+      {"replay, other draw size, accumulated", {"train.batch_size=7", "train.accumulate_steps=2",
+                                                "strategy={name: replay, memory_size: 30, replay_batch_size: 5}"}},
+      {"agem", {"train.batch_size=15", "strategy={name: agem, memory_size: 30, replay_batch_size: 9}"}},
+      {"migu over replay", {"train.batch_size=16", "strategy={name: migu, skip_first_task: false, base: {name: replay, memory_size: 20}}"}},
       // (Adam with EWC is left out: there a 1e-7 change of the initial weights alone moves the
       // weights by 0.03 after two tasks, Adam's sign-like steps where penalty and loss cancel.)
   };
@@ -90,15 +96,15 @@ TEST_CASE("2 ranks with half of each batch equal 1 process with the whole batch"
   }
 }
 
-TEST_CASE("replay strategies refuse data-parallel training with a clear error", "[train][distributed]") {
-  test::TempDir dir("dp_replay");
+TEST_CASE("DER and DER++ refuse data-parallel training with a clear error", "[train][distributed]") {
+  test::TempDir dir("dp_der");
   test::write_tiny_mnist(dir.path());
-  for (const std::string strategy : {"replay", "derpp", "agem"}) {
+  for (const std::string strategy : {"der", "derpp"}) {
     CHECK_THROWS_WITH(test::run_ranks(2, [&](const WorldConfig& c) {
                         World world(c, torch::kCPU);
                         train_two_tasks(dir.path(), {parse_override("strategy={name: " + strategy + "}")}, &world);
                       }),
-                      Catch::Contains("strategy: " + strategy + " keeps a replay memory"));
+                      Catch::Contains("strategy: " + strategy + " keeps the logits of every memory row"));
   }
 }
 

@@ -1,7 +1,15 @@
 // Image folders, root/{train,test}/<class>/**/*.{jpg,jpeg,png} (torchvision's ImageFolder layout):
 // the data set image_folder and its presets imagenet-r and imagenet-a, the pre-split train/test
 // folders PILOT and RanPAC read. Files are decoded with stb_image on a thread per core, resized
-// on load to one size and kept as uint8 [N, 3, H, W] in memory.
+// on load to one size and kept as uint8 [N, 3, H, W]: in memory (cache: memory), or decoded once
+// into a file under the data cache directory that every run memory-maps (cache: disk), so that a
+// data set larger than the memory is paged in by the OS as batches read it.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -18,6 +26,7 @@
 
 #include "clrun/core/error.hpp"
 #include "clrun/core/text.hpp"
+#include "clrun/data/data_cache.hpp"
 #include "clrun/data/dataset.hpp"
 
 namespace clrun {
@@ -91,7 +100,10 @@ struct FolderOptions {
     v("mean", mean, "per-channel mean of pixels scaled to [0, 1] (default: ImageNet's)", in_range(0, 1));
     v("std", std, "per-channel std of pixels scaled to [0, 1] (default: ImageNet's)", above(0));
     v("cache", cache,
-      "memory: every split decoded once into one uint8 tensor; disk (streaming) is not implemented",
+      "memory: each split decoded into one uint8 tensor in memory; disk: decoded once into a file under the "
+      "data cache directory (CLRUN_DATA_CACHE_DIR, else $XDG_CACHE_HOME/clrun/data) that runs memory-map and "
+      "the OS pages in as batches need it (for data sets larger than the memory; batches move to the device "
+      "one by one)",
       one_of({"memory", "disk"}));
   }
 
@@ -101,11 +113,6 @@ struct FolderOptions {
       if (s > 16384) node.child("size").fail(std::to_string(s) + " must be <= 16384");
     if (mean.size() != 1 && mean.size() != 3) node.child("mean").fail("expected 1 or 3 values (R, G, B)");
     if (std.size() != 1 && std.size() != 3) node.child("std").fail("expected 1 or 3 values (R, G, B)");
-    if (cache == "disk")
-      node.child("cache").fail(
-          "disk is not implemented: a Dataset holds each split as one uint8 tensor that batches index on the "
-          "device, so streaming from disk needs a batch-source design of its own; lower size instead (memory "
-          "needed: images x 3 x H x W bytes)");
   }
 };
 
@@ -248,12 +255,10 @@ void load_image(const std::string& path, int64_t H, int64_t W, Fit fit, unsigned
   }
 }
 
-/// Decodes `files` into uint8 [N, 3, H, W] on a thread per core; the first failure (lowest
-/// file index among those tried) is rethrown.
-torch::Tensor load_images(const std::vector<std::string>& files, int64_t H, int64_t W, Fit fit) {
+/// Decodes `files` into `base` (uint8 [N, 3, H, W]) on a thread per core; the first failure
+/// (lowest file index among those tried) is rethrown.
+void decode_all(const std::vector<std::string>& files, int64_t H, int64_t W, Fit fit, unsigned char* base) {
   const auto n = static_cast<int64_t>(files.size());
-  torch::Tensor images = torch::empty({n, 3, H, W}, torch::kUInt8);
-  unsigned char* base = images.data_ptr<uint8_t>();
   const int64_t per_image = 3 * H * W;
   std::atomic<int64_t> next{0};
   std::atomic<bool> failed{false};
@@ -277,6 +282,122 @@ torch::Tensor load_images(const std::vector<std::string>& files, int64_t H, int6
   work();
   for (auto& t : pool) t.join();
   if (failed) throw InputError(error);
+}
+
+// ---- cache: disk ---------------------------------------------------------------------------
+//
+// One file per split and load setting: a page of header (magic, N, H, W), then the uint8
+// [N, 3, H, W] images. Its name hashes the size, the fit and every file's path, size and mtime,
+// so a changed image makes a new entry; it is written to a temp file and renamed, so an entry
+// that exists is complete. Old entries are not removed.
+
+constexpr int64_t kHeaderBytes = 4096;  // a page: the images start page-aligned
+constexpr char kMagic[8] = {'C', 'L', 'R', 'U', 'N', 'I', 'M', '1'};
+
+std::string images_entry(const std::string& dir, const std::string& dataset, const std::string& split,
+                         const std::vector<std::string>& files, int64_t H, int64_t W, Fit fit) {
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a
+  auto mix = [&h](const std::string& s) {
+    for (unsigned char c : s + '\n') h = (h ^ c) * 1099511628211ULL;
+  };
+  mix(std::to_string(H) + "x" + std::to_string(W) + " fit " + std::to_string(static_cast<int>(fit)));
+  for (const std::string& f : files) {
+    struct stat st {};
+    if (::stat(f.c_str(), &st) != 0) throw InputError(f + ": cannot read file (" + std::strerror(errno) + ")");
+    mix(fs::absolute(f).lexically_normal().string() + " " + std::to_string(st.st_size) + " " +
+        std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec));
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h));
+  return dir + "/" + dataset + "_" + split + "_" + hex + ".u8";
+}
+
+/// The images of a complete entry, memory-mapped copy-on-write (the file never changes); null
+/// when the entry is absent or does not hold what its name says.
+torch::Tensor map_entry(const std::string& path, int64_t n, int64_t H, int64_t W) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  const auto bytes = static_cast<std::size_t>(kHeaderBytes + n * 3 * H * W);
+  struct stat st {};
+  int64_t header[4] = {};
+  const bool ok = ::fstat(fd, &st) == 0 && static_cast<std::size_t>(st.st_size) == bytes &&
+                  ::pread(fd, header, sizeof(header), 0) == static_cast<ssize_t>(sizeof(header)) &&
+                  std::memcmp(header, kMagic, 8) == 0 && header[1] == n && header[2] == H && header[3] == W;
+  void* p = ok ? ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+  ::close(fd);
+  if (p == MAP_FAILED) return {};
+  return torch::from_blob(static_cast<unsigned char*>(p) + kHeaderBytes, {n, 3, H, W},
+                          [p, bytes](void*) { ::munmap(p, bytes); }, torch::kUInt8);
+}
+
+/// Decodes `files` into a new entry at `path` (through a temp file in the same folder).
+void write_entry(const std::string& path, const std::vector<std::string>& files, int64_t H, int64_t W, Fit fit) {
+  const auto n = static_cast<int64_t>(files.size());
+  const auto bytes = static_cast<std::size_t>(kHeaderBytes + n * 3 * H * W);
+  const std::string dir = fs::path(path).parent_path().string();
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  struct statvfs vfs {};
+  if (::statvfs(dir.c_str(), &vfs) == 0 && static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize < bytes)
+    throw InputError("stream.dataset.cache: disk needs " + std::to_string(bytes >> 20) + " MiB for " + path +
+                     ", more than is free there; free space or set CLRUN_DATA_CACHE_DIR to a larger disk");
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    throw InputError("stream.dataset.cache: disk: cannot create " + tmp + " (" + std::strerror(errno) +
+                     "); set CLRUN_DATA_CACHE_DIR to a writable folder");
+  void* p = ::ftruncate(fd, static_cast<off_t>(bytes)) == 0 ? ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+                                                           : MAP_FAILED;
+  if (p == MAP_FAILED) {
+    const std::string why = std::strerror(errno);
+    ::close(fd);
+    fs::remove(tmp, ec);
+    throw InputError("stream.dataset.cache: disk: cannot size or map " + tmp + " (" + why + ")");
+  }
+  auto* base = static_cast<unsigned char*>(p);
+  const int64_t header[4] = {0, n, H, W};
+  std::memcpy(base, header, sizeof(header));
+  std::memcpy(base, kMagic, 8);
+  try {
+    decode_all(files, H, W, fit, base + kHeaderBytes);
+  } catch (...) {
+    ::munmap(p, bytes);
+    ::close(fd);
+    fs::remove(tmp, ec);
+    throw;
+  }
+  const bool synced = ::msync(p, bytes, MS_SYNC) == 0;
+  ::munmap(p, bytes);
+  const bool closed = ::fsync(fd) == 0 && ::close(fd) == 0;
+  if (!synced || !closed || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    fs::remove(tmp, ec);
+    throw InputError("stream.dataset.cache: disk: cannot write " + path + " (" + why + ")");
+  }
+}
+
+/// The split's images: decoded into memory, or (disk) mapped from its cache entry, written first
+/// when absent. `reused` tells whether an entry was there.
+torch::Tensor load_images(const std::vector<std::string>& files, int64_t H, int64_t W, Fit fit, const std::string& cache,
+                          const std::string& dataset, const std::string& split, bool& reused) {
+  const auto n = static_cast<int64_t>(files.size());
+  reused = false;
+  if (cache == "memory") {
+    torch::Tensor images = torch::empty({n, 3, H, W}, torch::kUInt8);
+    decode_all(files, H, W, fit, images.data_ptr<uint8_t>());
+    return images;
+  }
+  const std::string root = data_cache_dir();
+  if (root.empty())
+    throw InputError("stream.dataset.cache: disk keeps the decoded images under the data cache directory, which is "
+                     "off (CLRUN_DATA_CACHE) or has no home; set CLRUN_DATA_CACHE_DIR to a folder");
+  const std::string path = images_entry(root + "/images", dataset, split, files, H, W, fit);
+  torch::Tensor images = map_entry(path, n, H, W);
+  reused = images.defined();
+  if (reused) return images;
+  write_entry(path, files, H, W, fit);
+  images = map_entry(path, n, H, W);
+  if (!images.defined()) throw InputError("stream.dataset.cache: disk: cannot map " + path + " after writing it");
   return images;
 }
 
@@ -349,19 +470,26 @@ std::shared_ptr<Dataset> load(const FolderOptions<P>& o) {
   }
   const auto count = static_cast<std::uint64_t>(train.files.size() + test.files.size());
   const std::uint64_t bytes = count * 3 * static_cast<std::uint64_t>(H * W), available = available_memory();
-  if (available && bytes > available)
+  if (o.cache == "memory" && available && bytes > available)
     throw InputError("stream.dataset: " + std::to_string(count) + " images of 3x" + std::to_string(H) + "x" +
                      std::to_string(W) + " need " + std::to_string(bytes >> 20) + " MiB in memory, more than the " +
-                     std::to_string(available >> 20) + " MiB available\nhint: lower stream.dataset.size");
+                     std::to_string(available >> 20) + " MiB available\nhint: lower stream.dataset.size, or set "
+                     "stream.dataset.cache: disk (decoded once into a memory-mapped file)");
 
   const auto start = std::chrono::steady_clock::now();
   const Fit fit = native ? Fit::native : o.load_resize == "stretch" ? Fit::stretch : Fit::cover;
-  ds->train = {load_images(train.files, H, W, fit), torch::tensor(train.labels, torch::kInt64), {}, {}};
-  ds->test = {load_images(test.files, H, W, fit), torch::tensor(test.labels, torch::kInt64), {}, {}};
-  spdlog::info("{}: {} train + {} test images of {} classes decoded in {:.1f}s ({} threads) into 3x{}x{} uint8 ({} MiB)",
+  bool train_reused = false, test_reused = false;
+  ds->train = {load_images(train.files, H, W, fit, o.cache, ds->name, "train", train_reused),
+               torch::tensor(train.labels, torch::kInt64), {}, {}};
+  ds->test = {load_images(test.files, H, W, fit, o.cache, ds->name, "test", test_reused),
+              torch::tensor(test.labels, torch::kInt64), {}, {}};
+  ds->host_images = o.cache == "disk";
+  spdlog::info("{}: {} train + {} test images of {} classes {} in {:.1f}s ({} threads) into 3x{}x{} uint8 ({} MiB{})",
                o.root, train.files.size(), test.files.size(), ds->num_classes,
+               train_reused && test_reused ? "mapped from the disk cache" : "decoded",
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-               std::max(1u, std::thread::hardware_concurrency()), H, W, bytes >> 20);
+               std::max(1u, std::thread::hardware_concurrency()), H, W, bytes >> 20,
+               o.cache == "disk" ? ", memory-mapped files under " + data_cache_dir() + "/images" : "");
   ds->set_normalization(o.normalize, o.mean, o.std);
   return ds;
 }

@@ -20,17 +20,34 @@ class Agem : public Strategy {
   nlohmann::json describe() const override { return {{"memory", memory_.describe()}}; }
 
  protected:
-  void on_setup() override { refuse_data_parallel(env(), "agem"); }
   void on_before_backward(StepContext& ctx) override {
     reference_.clear();
     if (memory_.empty()) return;
     params_.clear();
     for (const auto& p : ctx.model.parameters())
       if (p.requires_grad()) params_.push_back(p);
-    Batch mem = memory_.sample(ctx.stream, o_.replay_batch_size > 0 ? o_.replay_batch_size : ctx.current_rows, rng());
-    torch::Tensor loss = ctx.task_loss(ctx.model.forward(mem), mem);
-    reference_ = torch::autograd::grad({loss}, params_, /*grad_outputs=*/{}, /*retain_graph=*/false,
-                                       /*create_graph=*/false, /*allow_unused=*/true);
+    Batch mem = memory_.sample(ctx.stream, o_.replay_batch_size > 0 ? o_.replay_batch_size : ctx.global_current.size(), rng());
+    const World* world = env().world;
+    if (!world) {
+      torch::Tensor loss = ctx.task_loss(ctx.model.forward(mem), mem);
+      reference_ = torch::autograd::grad({loss}, params_, /*grad_outputs=*/{}, /*retain_graph=*/false,
+                                         /*create_graph=*/false, /*allow_unused=*/true);
+      return;
+    }
+    // Data parallel: each rank the gradient of its shard of the same draw, weighted by its loss
+    // units, summed over the ranks: the reference gradient of the whole draw.
+    const double units = static_cast<double>(ctx.stream.loss_units(mem));
+    const auto [begin, end] = world->shard(mem.size());
+    mem = mem.rows(begin, end);
+    reference_.clear();
+    if (mem.size() > 0) {
+      torch::Tensor loss = ctx.task_loss(ctx.model.forward(mem), mem) * (static_cast<double>(ctx.stream.loss_units(mem)) / units);
+      reference_ = torch::autograd::grad({loss}, params_, {}, false, false, true);
+    }
+    reference_.resize(params_.size());
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      if (!reference_[i].defined()) reference_[i] = torch::zeros_like(params_[i]);
+    world->all_reduce_sum(reference_);
   }
   void on_after_backward(StepContext&) override {
     if (reference_.empty()) return;
@@ -39,8 +56,7 @@ class Agem : public Strategy {
     agem_project(grads, reference_);
   }
   void on_after_step(StepContext& ctx) override {
-    Batch current = ctx.batch.head(ctx.current_rows);
-    memory_.add(ctx.stream, current, {}, ctx.task, rng());
+    memory_.add(ctx.stream, ctx.global_current, {}, ctx.task, rng());  // every rank's rows: the same memory on each
   }
   void save(torch::serialize::OutputArchive& archive) const override { memory_.save(archive); }
   void load(torch::serialize::InputArchive& archive) override { memory_.load(archive, env().device); }

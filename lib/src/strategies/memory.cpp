@@ -15,9 +15,9 @@ namespace clrun {
 
 void refuse_data_parallel(const StrategyEnv& env, const std::string& strategy) {
   if (env.world && env.world->size() > 1)
-    throw InputError("strategy: " + strategy + " keeps a replay memory, which data-parallel training does not shard yet "
-                     "(it would differ with the world size); run it as one process (no --nproc, WORLD_SIZE or srun "
-                     "tasks), or use cumulative (past_fraction) for replay by data mixing");
+    throw InputError("strategy: " + strategy + " keeps the logits of every memory row, which data-parallel training "
+                     "does not gather across ranks yet; run it as one process (no --nproc, WORLD_SIZE or srun "
+                     "tasks), or use replay or agem, which train data-parallel");
 }
 
 ReplayMemory::Policy memory_policy(const std::string& name) {

@@ -42,7 +42,7 @@ class Replay : public Strategy {
 
  protected:
   void on_setup() override {
-    refuse_data_parallel(env(), kind_ == Kind::er ? "replay" : kind_ == Kind::der ? "der" : "derpp");
+    if (kind_ != Kind::er) refuse_data_parallel(env(), kind_ == Kind::der ? "der" : "derpp");
     if (kind_ != Kind::er && env().stream && env().stream->is_text())
       throw InputError("strategy: der and derpp store class logits, which text streams (t5) do not have; use replay "
                        "or cumulative (past_fraction)");
@@ -50,8 +50,18 @@ class Replay : public Strategy {
   void on_before_forward(StepContext& ctx) override {
     mse_rows_ = 0;
     if (memory_.empty()) return;
-    const int64_t n = o_.replay_batch_size > 0 ? o_.replay_batch_size : ctx.current_rows;
+    const int64_t n = o_.replay_batch_size > 0 ? o_.replay_batch_size : ctx.global_current.size();
     if (kind_ == Kind::er) {
+      if (const World* world = env().world) {
+        // This rank's shard of the draw joins its shard of the batch; its share of the joint
+        // batch's mean loss is its loss units over the global joint batch's.
+        Batch drawn = memory_.sample(ctx.stream, n, rng());
+        const int64_t global_units = ctx.stream.loss_units(ctx.global_current) + ctx.stream.loss_units(drawn);
+        const auto [begin, end] = world->shard(drawn.size());
+        ctx.batch = Batch::cat({ctx.batch, drawn.rows(begin, end)});
+        ctx.share = static_cast<double>(ctx.stream.loss_units(ctx.batch)) / static_cast<double>(global_units);
+        return;
+      }
       ctx.batch = Batch::cat({ctx.batch, memory_.sample(ctx.stream, n, rng())});
       return;
     }
@@ -80,9 +90,9 @@ class Replay : public Strategy {
     ctx.add_loss("der_mse", o_.alpha * torch::mse_loss(out, stored_));
   }
   void on_after_step(StepContext& ctx) override {
-    Batch current = ctx.batch.head(ctx.current_rows);
+    // The whole step's current rows (every rank's, so the memory is the same on every rank).
     torch::Tensor logits = kind_ == Kind::er ? torch::Tensor() : ctx.output.slice(0, 0, ctx.current_rows);
-    memory_.add(ctx.stream, current, logits, ctx.task, rng());
+    memory_.add(ctx.stream, ctx.global_current, logits, ctx.task, rng());
   }
   void save(torch::serialize::OutputArchive& archive) const override { memory_.save(archive); }
   void load(torch::serialize::InputArchive& archive) override { memory_.load(archive, env().device); }

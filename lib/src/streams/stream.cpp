@@ -29,6 +29,10 @@ Scenario scenario_from_string(const std::string& s) {
   throw InputError("stream.scenario: unknown scenario '" + s + "'");
 }
 
+int64_t Stream::loss_units(const Batch& batch) const {
+  return is_text() ? batch.targets.ne(Batch::kIgnoreTarget).sum().item<int64_t>() : batch.size();
+}
+
 Stream::Stream(std::string name_, const Dataset& data, Scenario scenario_, std::vector<int64_t> order)
     : name(std::move(name_)),
       dataset(data.name),
@@ -36,7 +40,8 @@ Stream::Stream(std::string name_, const Dataset& data, Scenario scenario_, std::
       num_classes(data.num_classes),
       class_order(std::move(order)),
       input_shape(data.input_shape()),
-      tokenizer(data.tokenizer) {
+      tokenizer(data.tokenizer),
+      host_images_(data.host_images) {
   data_shape_ = input_shape;
   if (is_text()) {  // labels stay as they are (-1: outside the label set); no normalisation
     train = data.train;
@@ -96,7 +101,7 @@ void Stream::to(torch::Device device) {
   device_ = device;
   if (!is_text())
     for (Split* s : {&train, &test}) {
-      s->images = s->images.to(device);
+      if (!host_images_) s->images = s->images.to(device);
       s->labels = s->labels.to(device);
     }
   for (Task& t : tasks) {
@@ -144,8 +149,10 @@ Batch Stream::make_batch(const Split& split, const torch::Tensor& rows, const to
   b.task_ids = task_ids.defined() ? task_ids : torch::full_like(rows, tasks.at(0));
   if (!is_text()) {
     b.targets = split.labels.index_select(0, rows);
-    b.inputs = task_ids.defined() && tasks.size() > 1 ? prepare_by_task(split.images.index_select(0, rows), task_ids, tasks, train)
-                                                      : prepare(split.images.index_select(0, rows), this->tasks.at(tasks.at(0)), train);
+    const torch::Tensor raw = host_images_ ? split.images.index_select(0, rows.cpu()).to(device_)
+                                           : split.images.index_select(0, rows);
+    b.inputs = task_ids.defined() && tasks.size() > 1 ? prepare_by_task(raw, task_ids, tasks, train)
+                                                      : prepare(raw, this->tasks.at(tasks.at(0)), train);
     return b;
   }
   // Dynamic padding: each batch is as long as its longest source and target.

@@ -219,31 +219,33 @@ void Trainer::step(int task, int64_t epoch, std::vector<Batch> micro, Totals& to
   zero_grad();
   std::vector<StepContext> done;
   for (Batch& global : micro) {
-    double weight = 1.0 / static_cast<double>(micro.size());
-    Batch batch = std::move(global);
+    Batch batch = global;
     if (world_) {
-      const auto [begin, end] = world_->shard(batch.size());
-      weight *= static_cast<double>(end - begin) / static_cast<double>(batch.size());
-      batch = batch.rows(begin, end);
+      const auto [begin, end] = world_->shard(global.size());
+      batch = global.rows(begin, end);
     }
-    StepContext ctx{task, epoch, totals.steps, *model_, *optimizer_, stream_, loss_fn_, std::move(batch), 0, {}, {}, {}};
+    StepContext ctx{task, epoch, totals.steps, *model_, *optimizer_, stream_, loss_fn_, std::move(batch), 0, std::move(global), 1.0, {}, {}, {}};
     ctx.current_rows = ctx.batch.size();
-    if (ctx.current_rows == 0) {
-      done.push_back(std::move(ctx));
-      continue;
-    }
+    if (world_)
+      ctx.share = static_cast<double>(stream_.loss_units(ctx.batch)) / static_cast<double>(stream_.loss_units(ctx.global_current));
+    // An empty shard (fewer rows than ranks) has no forward or backward, but runs the hooks that
+    // draw from a strategy's generator or reduce over the ranks, so that every rank stays in step.
     strategy_.before_forward(ctx);
-    {
+    const bool rows = ctx.batch.size() > 0;
+    if (rows) {
       AutocastGuard autocast(spec_.train.precision == "bf16", stream_.device());
       ctx.output = model_->forward(ctx.batch);
       ctx.loss = ctx.task_loss(ctx.output, ctx.batch);
       strategy_.loss_terms(ctx);
     }
     strategy_.before_backward(ctx);
-    (weight == 1.0 ? ctx.loss : ctx.loss * weight).backward();
-    totals.loss += ctx.loss.detach() * weight;
-    add_terms(totals, ctx.terms, 0, weight);
-    totals.samples += ctx.batch.size();
+    if (rows) {
+      const double weight = ctx.share / static_cast<double>(micro.size());
+      (weight == 1.0 ? ctx.loss : ctx.loss * weight).backward();
+      totals.loss += ctx.loss.detach() * weight;
+      add_terms(totals, ctx.terms, 0, weight);
+      totals.samples += ctx.batch.size();
+    }
     done.push_back(std::move(ctx));
   }
   const bool stop = world_ && reduce_gradients(interrupt_requested());
@@ -263,15 +265,17 @@ void Trainer::step(int task, int64_t epoch, std::vector<Batch> micro, Totals& to
 }
 
 StepContext& Trainer::merge_micro_batches(std::vector<StepContext>& micro) const {
-  std::vector<Batch> batches;
+  std::vector<Batch> batches, globals;
   std::vector<torch::Tensor> outputs, losses;
   for (StepContext& m : micro) {
+    globals.push_back(m.global_current);
     if (!m.output.defined()) continue;  // an empty data-parallel shard
     batches.push_back(m.batch.head(m.current_rows));
     outputs.push_back(m.output.detach().narrow(0, 0, m.current_rows));
     losses.push_back(m.loss.detach());
   }
   StepContext& merged = micro.back();
+  merged.global_current = Batch::cat(globals);
   if (batches.empty()) return merged;
   merged.batch = Batch::cat(batches);
   merged.current_rows = merged.batch.size();

@@ -42,6 +42,9 @@ struct Dataset {
   std::vector<double> mean, std;  ///< per channel (or one for all), for inputs scaled to [0, 1]
   std::vector<DataGroup> groups;  ///< text: the source data sets
   std::shared_ptr<const Tokenizer> tokenizer;  ///< text: set; images: null
+  /// The splits' images are memory-mapped files (image_folder's cache: disk): they stay on the
+  /// host, where the OS pages them in as batches are gathered, and each batch moves to the device.
+  bool host_images = false;
   bool is_text() const { return static_cast<bool>(tokenizer); }
   /// The `normalize` option of every reader: the data set's statistics, or none (0 and 1).
   void set_normalization(bool normalize, std::vector<double> mean_, std::vector<double> std_) {

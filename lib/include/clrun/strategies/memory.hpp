@@ -36,8 +36,8 @@ struct MemoryOptions {
   }
 };
 
-/// The memory strategies train on one process only for now: a memory filled from each rank's
-/// shard and sampled per rank would depend on the world size. InputError under data parallel.
+/// DER and DER++ train on one process only for now: their memory keeps the logits of every
+/// rank's rows, which the ranks would have to gather. InputError under data parallel.
 void refuse_data_parallel(const StrategyEnv& env, const std::string& strategy);
 
 class ReplayMemory {
@@ -49,7 +49,9 @@ class ReplayMemory {
   /// task `task`) to the memory; `logits` (or undefined) are stored with them.
   void add(const Stream& stream, const Batch& current, const torch::Tensor& logits, int task, at::Generator& gen);
   /// `n` rows drawn uniformly without replacement (fewer if the memory holds fewer), inputs
-  /// prepared as in training, stored logits in extra["logits"].
+  /// prepared as in training, stored logits in extra["logits"]. Data parallel: the memory is the
+  /// same on every rank (it takes in StepContext::global_current), every rank makes the same draw
+  /// from the same generator state and keeps its shard of it.
   Batch sample(const Stream& stream, int64_t n, at::Generator& gen) const;
 
   int64_t size() const { return filled_; }

@@ -114,6 +114,13 @@ struct StepContext {
   const LossFn& loss_fn;
   Batch batch;               ///< the minibatch; before_forward may append rows (replay)
   int64_t current_rows = 0;  ///< the first current_rows rows of `batch` are the current task's
+  /// The current rows of the whole step (every rank's; = batch.head(current_rows) for one
+  /// process): what a replay memory takes in, so that it does not depend on the world size.
+  Batch global_current;
+  /// Data parallel: this rank's part of the step's loss, which the trainer multiplies by it
+  /// before backward (its loss units over the global batch's); 1 for one process. A strategy that
+  /// appends rows to a sharded batch sets it for the joint batch (replay).
+  double share = 1;
   torch::Tensor output;      ///< the model's output on `batch` (set after the forward pass)
   torch::Tensor loss;        ///< the total being minimised (set after the forward pass)
   std::vector<std::pair<std::string, torch::Tensor>> terms;  ///< named extra loss terms

@@ -59,6 +59,9 @@ class Stream {
   std::vector<Task> tasks;
   std::shared_ptr<const Tokenizer> tokenizer;  ///< text streams: set (Split::images are token ids)
   bool is_text() const { return static_cast<bool>(tokenizer); }
+  /// What the task loss averages over in `batch`: its rows, or for text its target tokens (one
+  /// host sync). Data parallel: a rank's share of a step's loss is its units over the global ones.
+  int64_t loss_units(const Batch& batch) const;
 
   /// Remaps the data set's labels with `order` and takes its data and normalisation.
   Stream(std::string name, const Dataset& data, Scenario scenario, std::vector<int64_t> order);
@@ -117,6 +120,7 @@ class Stream {
   /// Scale and shift of x / 255 / std - mean / std as one multiply-add ([1, C, 1, 1]).
   void set_normalization(const std::vector<double>& mean, const std::vector<double>& std);
   torch::Device device_ = torch::kCPU;
+  bool host_images_ = false;  ///< Dataset::host_images: image splits stay on the host
   torch::Tensor scale_, shift_;  ///< [1, C, 1, 1]: x / 255 / std - mean / std in one multiply-add
   std::shared_ptr<const TransformPipeline> train_transforms_, test_transforms_;  ///< null: none
   std::vector<int64_t> data_shape_;  ///< [C, H, W] of the stored images
