@@ -1,6 +1,6 @@
-// train/ data parallel: 2 ranks with half of each batch end a task with the parameters of one
-// process with the whole batch (fp32 tolerance), for finetune and for strategies with state; a
-// whole run on 2 ranks matches one process, writes from rank 0 only, and resumes on any world size.
+// train/ data parallel: 2 ranks with half of each batch end two tasks with the parameters of one
+// process with the whole batch (fp32 tolerance), for finetune and for strategies with state, and a
+// checkpoint resumes on another world size. Ranks are threads here (tests/app runs processes).
 #include <catch2/catch.hpp>
 
 #include <filesystem>
@@ -21,23 +21,38 @@ struct Trained {
   nlohmann::json strategy;
 };
 
-Trained train_two_tasks(const std::string& data, const std::vector<Override>& overrides, const World* world) {
-  ExperimentSpec spec = parse_spec(test::tiny_config(data), "tiny.yaml", overrides);
-  std::shared_ptr<Stream> stream = spec.stream.build(spec.dataset.build(), spec.seed);
+/// What one process (or rank) trains: its stream, model, strategy and trainer.
+struct Rank {
+  ExperimentSpec spec;  // the trainer keeps a reference
+  std::shared_ptr<Stream> stream;
   std::shared_ptr<Model> model;
-  {
-    static std::mutex global_rng;  // ranks are threads here; each draws the same initial weights
-    std::lock_guard<std::mutex> lock(global_rng);
-    torch::manual_seed(11);
-    model = test::model_factory(spec, *stream)();
+  std::shared_ptr<Strategy> strategy;
+  std::unique_ptr<Trainer> trainer;
+  Rank(ExperimentSpec spec_, const World* world) : spec(std::move(spec_)) {
+    stream = spec.stream.build(spec.dataset.build(), spec.seed);
+    {
+      static std::mutex global_rng;  // ranks are threads here; each draws the same initial weights
+      std::lock_guard<std::mutex> lock(global_rng);
+      torch::manual_seed(11);
+      model = test::model_factory(spec, *stream)();
+    }
+    strategy = spec.strategy.build(spec.seed);
+    trainer = std::make_unique<Trainer>(spec, *stream, model, *strategy, test::model_factory(spec, *stream), world);
   }
-  std::shared_ptr<Strategy> strategy = spec.strategy.build(spec.seed);
-  Trainer trainer(spec, *stream, model, *strategy, test::model_factory(spec, *stream), world);
+  std::vector<torch::Tensor> params() const {
+    std::vector<torch::Tensor> out;
+    for (const auto& p : model->parameters()) out.push_back(p.detach().clone());
+    return out;
+  }
+};
+
+Trained train_two_tasks(const std::string& data, const std::vector<Override>& overrides, const World* world) {
+  Rank rank(parse_spec(test::tiny_config(data), "tiny.yaml", overrides), world);
   Trained out;
-  for (const auto& p : model->parameters()) out.initial.push_back(p.detach().clone());
-  for (int t = 0; t < 2; ++t) out.stats.push_back(trainer.train_task(t));
-  for (const auto& p : model->parameters()) out.params.push_back(p.detach().clone());
-  out.strategy = strategy->describe();
+  out.initial = rank.params();
+  for (int t = 0; t < 2; ++t) out.stats.push_back(rank.trainer->train_task(t));
+  out.params = rank.params();
+  out.strategy = rank.strategy->describe();
   return out;
 }
 
@@ -121,22 +136,12 @@ TEST_CASE("a checkpoint resumes on another world size", "[train][distributed][re
     const std::string path = dir / ("ckpt_" + std::to_string(first) + "_" + std::to_string(second) + ".pt");
     std::vector<std::vector<torch::Tensor>> params(static_cast<std::size_t>(second));
     auto leg = [&](const World* world, int task) {
-      std::shared_ptr<Stream> stream = spec.stream.build(spec.dataset.build(), spec.seed);
-      std::shared_ptr<Model> model;
-      {
-        static std::mutex global_rng;
-        std::lock_guard<std::mutex> lock(global_rng);
-        torch::manual_seed(11);
-        model = test::model_factory(spec, *stream)();
-      }
-      std::shared_ptr<Strategy> strategy = spec.strategy.build(spec.seed);
-      Trainer trainer(spec, *stream, model, *strategy, test::model_factory(spec, *stream), world);
-      if (task == 1) trainer.load_checkpoint(path);
-      trainer.train_task(task);
-      const int rank = world ? world->rank() : 0;
-      if (task == 0 && rank == 0) trainer.save_checkpoint(path, nlohmann::json::object());
-      if (task == 1)
-        for (const auto& p : model->parameters()) params[static_cast<std::size_t>(rank)].push_back(p.detach().clone());
+      Rank rank(spec, world);
+      if (task == 1) rank.trainer->load_checkpoint(path);
+      rank.trainer->train_task(task);
+      const auto r = static_cast<std::size_t>(world ? world->rank() : 0);
+      if (task == 0 && r == 0) rank.trainer->save_checkpoint(path, nlohmann::json::object());
+      if (task == 1) params[r] = rank.params();
     };
     for (int task = 0; task < 2; ++task) {
       const int n = task == 0 ? first : second;

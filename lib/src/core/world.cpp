@@ -14,10 +14,21 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include "clrun/core/error.hpp"
 
 namespace clrun {
+
+// LibTorch 2 made Gloo and NCCL c10d::Backend implementations; in 1.x they are ProcessGroups.
+// Both have the collectives used here with the same signatures.
+struct World::Group {
+#if TORCH_VERSION_MAJOR >= 2
+  c10::intrusive_ptr<c10d::Backend> pg;
+#else
+  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+#endif
+};
 
 namespace {
 
@@ -85,7 +96,8 @@ std::optional<WorldConfig> WorldConfig::from_environment() {
   return c;
 }
 
-World::World(const WorldConfig& config, torch::Device device) : config_(config), device_(device) {
+World::World(const WorldConfig& config, torch::Device device)
+    : config_(config), device_(device), group_(std::make_unique<Group>()) {
   const auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(config_.timeout);
   c10::intrusive_ptr<c10d::Store> store;
   try {
@@ -104,7 +116,7 @@ World::World(const WorldConfig& config, torch::Device device) : config_(config),
 #ifdef CLRUN_WITH_NCCL
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = timeout;
-    group_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, config_.rank, config_.size, options);
+    group_->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, config_.rank, config_.size, options);
     backend_ = "nccl";
 #else
     throw InputError("data-parallel training on " + device_.str() + " needs NCCL, and this clrun was built against a "
@@ -122,7 +134,7 @@ World::World(const WorldConfig& config, torch::Device device) : config_(config),
       options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     options->threads = 1;
     try {
-      group_ = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, config_.rank, config_.size, options);
+      group_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, config_.rank, config_.size, options);
     } catch (const std::exception& e) {
       throw rendezvous_error(e);
     }
@@ -180,7 +192,7 @@ void World::all_reduce_sum(const std::vector<torch::Tensor>& tensors) const {
       std::vector<torch::Tensor> one{b.flat};
       c10d::AllreduceOptions options;
       options.reduceOp = c10d::ReduceOp::SUM;
-      work.push_back(group_->allreduce(one, options));
+      work.push_back(group_->pg->allreduce(one, options));
     }
     for (auto& w : work) w->wait();
   });
@@ -200,14 +212,14 @@ void World::broadcast(const std::vector<torch::Tensor>& tensors, int root) const
       std::vector<torch::Tensor> one{t.is_contiguous() ? t : t.contiguous()};
       c10d::BroadcastOptions options;
       options.rootRank = root;
-      group_->broadcast(one, options)->wait();
+      group_->pg->broadcast(one, options)->wait();
       if (!t.is_contiguous()) t.copy_(one[0]);
     }
   });
 }
 
 void World::barrier() const {
-  collective("barrier", [&] { group_->barrier()->wait(); });
+  collective("barrier", [&] { group_->pg->barrier()->wait(); });
 }
 
 bool World::all_ok(bool ok) const {

@@ -15,10 +15,6 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
-namespace c10d {
-class ProcessGroup;
-}
-
 namespace clrun {
 
 /// Who this process is among the run's processes, and where they meet.
@@ -87,7 +83,8 @@ class World {
   WorldConfig config_;
   torch::Device device_;
   std::string backend_;
-  c10::intrusive_ptr<c10d::ProcessGroup> group_;
+  struct Group;  // the c10d process group (its base class differs between LibTorch 1.x and 2.x)
+  std::unique_ptr<Group> group_;
 };
 
 
