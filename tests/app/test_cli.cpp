@@ -215,10 +215,6 @@ TEST_CASE("clrun --nproc 2: one process's run, written by rank 0; SIGTERM stops 
     CHECK(b["distributed"]["launcher"] == "clrun --nproc");
     CHECK(b["config"] == a["config"]);  // the world size is how a run ran, not what it is
     CHECK(std::filesystem::exists(dir / "two_ft/checkpoints/task_002.pt"));
-    // DER keeps logits per memory row: refused by every rank, exit 2 like any bad input
-    Result der = run_cli(dir, config + " --out " + (dir / "der") + " --nproc 2 --set 'strategy={name: der}'");
-    CHECK(der.code == 2);
-    CHECK_THAT(der.err, Catch::Contains("keeps the logits of every memory row"));
   }
   SECTION("SIGTERM to the launcher: every rank stops after the same step, exit 130, resumable") {
     const std::string run = dir / "cut";

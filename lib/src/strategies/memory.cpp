@@ -8,17 +8,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
-#include "clrun/core/error.hpp"
 #include "clrun/strategies/strategy.hpp"
 
 namespace clrun {
-
-void refuse_data_parallel(const StrategyEnv& env, const std::string& strategy) {
-  if (env.world && env.world->size() > 1)
-    throw InputError("strategy: " + strategy + " keeps the logits of every memory row, which data-parallel training "
-                     "does not gather across ranks yet; run it as one process (no --nproc, WORLD_SIZE or srun "
-                     "tasks), or use replay or agem, which train data-parallel");
-}
 
 ReplayMemory::Policy memory_policy(const std::string& name) {
   return name == "class_balanced" ? ReplayMemory::Policy::class_balanced : ReplayMemory::Policy::reservoir;

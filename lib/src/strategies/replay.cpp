@@ -42,13 +42,12 @@ class Replay : public Strategy {
 
  protected:
   void on_setup() override {
-    if (kind_ != Kind::er) refuse_data_parallel(env(), kind_ == Kind::der ? "der" : "derpp");
     if (kind_ != Kind::er && env().stream && env().stream->is_text())
       throw InputError("strategy: der and derpp store class logits, which text streams (t5) do not have; use replay "
                        "or cumulative (past_fraction)");
   }
   void on_before_forward(StepContext& ctx) override {
-    mse_rows_ = 0;
+    mse_rows_ = mse_global_ = 0;
     if (memory_.empty()) return;
     const int64_t n = o_.replay_batch_size > 0 ? o_.replay_batch_size : ctx.global_current.size();
     if (kind_ == Kind::er) {
@@ -68,30 +67,59 @@ class Replay : public Strategy {
     // DER: the first draw feeds only the logit MSE (weight 0 in the cross-entropy); DER++'s
     // second, independent draw adds beta * its mean cross-entropy. A term of weight 0 draws
     // nothing, so alpha = beta = 0 is finetune exactly.
+    // Data parallel: every rank keeps its shard of each draw, and every row carries its weight in
+    // the global batch (current rows 1/B, DER++'s beta/n), so each rank's loss is its part of the
+    // single process's as it stands (share 1).
+    const World* world = env().world;
+    const auto float_options = ctx.batch.targets.options().dtype(torch::kFloat32);
+    auto own_shard = [world](const Batch& b) {
+      if (!world) return b;
+      const auto [begin, end] = world->shard(b.size());
+      return b.rows(begin, end);
+    };
     std::vector<Batch> parts = {ctx.batch};
+    if (world) {
+      parts[0].weights = torch::full({ctx.batch.size()}, 1.0 / static_cast<double>(ctx.global_current.size()), float_options);
+      ctx.share = 1;
+    }
     if (o_.alpha > 0) {
       Batch first = memory_.sample(ctx.stream, n, rng());
+      mse_global_ = first.size();
+      first = own_shard(first);
       mse_rows_ = first.size();
-      first.weights = torch::zeros({first.size()}, first.targets.options().dtype(torch::kFloat32));
+      first.weights = torch::zeros({first.size()}, float_options);
       stored_ = first.extra.at("logits");
       parts.push_back(first);
     }
     if (kind_ == Kind::derpp && o_.beta > 0) {
       Batch second = memory_.sample(ctx.stream, n, rng());
-      second.weights = torch::full({second.size()}, o_.beta / static_cast<double>(second.size()),
-                                   second.targets.options().dtype(torch::kFloat32));
+      const double weight = o_.beta / static_cast<double>(second.size());
+      second = own_shard(second);
+      second.weights = torch::full({second.size()}, weight, float_options);
       parts.push_back(second);
     }
     ctx.batch = Batch::cat(parts);
   }
   void on_loss_terms(StepContext& ctx) override {
-    if (mse_rows_ == 0 || o_.alpha == 0) return;
+    if (mse_global_ == 0 || o_.alpha == 0) return;
     torch::Tensor out = ctx.output.slice(0, ctx.current_rows, ctx.current_rows + mse_rows_);
-    ctx.add_loss("der_mse", o_.alpha * torch::mse_loss(out, stored_));
+    if (!env().world) {
+      ctx.add_loss("der_mse", o_.alpha * torch::mse_loss(out, stored_));
+      return;
+    }
+    // This rank's part of the mean over the whole draw (0, not NaN, from an empty shard).
+    const double entries = static_cast<double>(mse_global_ * stored_.size(1));
+    ctx.add_loss("der_mse", o_.alpha * (out - stored_).pow(2).sum() / entries);
   }
   void on_after_step(StepContext& ctx) override {
-    // The whole step's current rows (every rank's, so the memory is the same on every rank).
-    torch::Tensor logits = kind_ == Kind::er ? torch::Tensor() : ctx.output.slice(0, 0, ctx.current_rows);
+    // The whole step's current rows (every rank's, so the memory is the same on every rank),
+    // with their logits (data parallel: gathered from the ranks).
+    torch::Tensor logits;
+    if (kind_ != Kind::er) {
+      logits = ctx.output.defined() ? ctx.output.detach().slice(0, 0, ctx.current_rows)
+                                    : torch::zeros({0, ctx.stream.num_classes}, torch::TensorOptions(torch::kFloat32).device(env().device));
+      logits = ctx.gather_current(logits, env().world);
+    }
     memory_.add(ctx.stream, ctx.global_current, logits, ctx.task, rng());
   }
   void save(torch::serialize::OutputArchive& archive) const override { memory_.save(archive); }
@@ -101,7 +129,7 @@ class Replay : public Strategy {
   Kind kind_;
   DerppOptions o_;
   ReplayMemory memory_;
-  int64_t mse_rows_ = 0;
+  int64_t mse_rows_ = 0, mse_global_ = 0;  ///< rows of the MSE draw: this rank's, the whole draw's
   torch::Tensor stored_;
 };
 

@@ -11,6 +11,20 @@
 
 namespace clrun {
 
+torch::Tensor StepContext::gather_current(const torch::Tensor& local, const World* world) const {
+  if (!world) return local;
+  std::vector<int64_t> shape = local.sizes().vec();
+  shape[0] = global_current.size();
+  torch::Tensor all = torch::zeros(shape, local.options());  // other ranks' rows: 0 here, theirs after the sum
+  int64_t offset = 0;
+  for (const auto& [begin, end] : shard_spans) {
+    all.slice(0, begin, end).copy_(local.slice(0, offset, offset + end - begin));
+    offset += end - begin;
+  }
+  world->all_reduce_sum({all});
+  return all;
+}
+
 const char* to_string(Hook hook) {
   static const char* const names[] = {"before_task",    "before_forward", "loss_terms",
                                       "before_backward", "after_backward", "after_step",

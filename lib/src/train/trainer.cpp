@@ -220,11 +220,14 @@ void Trainer::step(int task, int64_t epoch, std::vector<Batch> micro, Totals& to
   std::vector<StepContext> done;
   for (Batch& global : micro) {
     Batch batch = global;
+    std::vector<std::pair<int64_t, int64_t>> spans;
     if (world_) {
       const auto [begin, end] = world_->shard(global.size());
       batch = global.rows(begin, end);
+      spans.emplace_back(begin, end);
     }
-    StepContext ctx{task, epoch, totals.steps, *model_, *optimizer_, stream_, loss_fn_, std::move(batch), 0, std::move(global), 1.0, {}, {}, {}};
+    StepContext ctx{task, epoch, totals.steps, *model_, *optimizer_, stream_, loss_fn_, std::move(batch), 0,
+                    std::move(global), 1.0, {}, {}, {}, std::move(spans)};
     ctx.current_rows = ctx.batch.size();
     if (world_)
       ctx.share = static_cast<double>(stream_.loss_units(ctx.batch)) / static_cast<double>(stream_.loss_units(ctx.global_current));
@@ -267,8 +270,12 @@ void Trainer::step(int task, int64_t epoch, std::vector<Batch> micro, Totals& to
 StepContext& Trainer::merge_micro_batches(std::vector<StepContext>& micro) const {
   std::vector<Batch> batches, globals;
   std::vector<torch::Tensor> outputs, losses;
+  std::vector<std::pair<int64_t, int64_t>> spans;
+  int64_t offset = 0;  // of each micro-batch in the merged global_current
   for (StepContext& m : micro) {
     globals.push_back(m.global_current);
+    for (const auto& [begin, end] : m.shard_spans) spans.emplace_back(offset + begin, offset + end);
+    offset += m.global_current.size();
     if (!m.output.defined()) continue;  // an empty data-parallel shard
     batches.push_back(m.batch.head(m.current_rows));
     outputs.push_back(m.output.detach().narrow(0, 0, m.current_rows));
@@ -276,6 +283,7 @@ StepContext& Trainer::merge_micro_batches(std::vector<StepContext>& micro) const
   }
   StepContext& merged = micro.back();
   merged.global_current = Batch::cat(globals);
+  merged.shard_spans = std::move(spans);
   if (batches.empty()) return merged;
   merged.batch = Batch::cat(batches);
   merged.current_rows = merged.batch.size();

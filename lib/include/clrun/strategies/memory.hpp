@@ -15,7 +15,6 @@
 
 #include "clrun/core/config.hpp"
 #include "clrun/data/batch.hpp"
-#include "clrun/strategies/strategy.hpp"
 #include "clrun/streams/stream.hpp"
 
 namespace clrun {
@@ -35,10 +34,6 @@ struct MemoryOptions {
       at_least(0));
   }
 };
-
-/// DER and DER++ train on one process only for now: their memory keeps the logits of every
-/// rank's rows, which the ranks would have to gather. InputError under data parallel.
-void refuse_data_parallel(const StrategyEnv& env, const std::string& strategy);
 
 class ReplayMemory {
  public:

@@ -124,6 +124,14 @@ struct StepContext {
   torch::Tensor output;      ///< the model's output on `batch` (set after the forward pass)
   torch::Tensor loss;        ///< the total being minimised (set after the forward pass)
   std::vector<std::pair<std::string, torch::Tensor>> terms;  ///< named extra loss terms
+  /// Data parallel: where this rank's current rows sit in global_current, as [begin, end) row
+  /// ranges in their order in `batch` (one per micro-batch); empty for one process.
+  std::vector<std::pair<int64_t, int64_t>> shard_spans;
+
+  /// Values of every rank's current rows from this rank's: `local` has one row per current row
+  /// of this rank (in `batch` order); the result one per row of global_current (one collective,
+  /// so every rank calls it in the same hook). One process: `local` itself.
+  torch::Tensor gather_current(const torch::Tensor& local, const World* world) const;
 
   /// The task loss of `out` on `b` (logit masks by each row's task, batch weights honoured).
   torch::Tensor task_loss(const torch::Tensor& out, const Batch& b) const { return loss_fn(model, out, b); }
