@@ -59,6 +59,33 @@ int wait_for(pid_t pid, double seconds) {
   waitpid(pid, &status, 0);
   return -1;
 }
+
+/// Starts a run of far more steps than a test waits for into `run` (extra args after the
+/// config), sends `sig` once it trains, and returns its wait status (-1: it did not end).
+int interrupt_run(const test::TempDir& dir, const std::string& config, const std::string& run,
+                  const std::vector<std::string>& extra, int sig) {
+  std::vector<std::string> args = {config, "--out", run, "--set", "train.iterations=10000000"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  pid_t pid = start_cli(dir, args);
+  if (pid <= 0) return -1;
+  // log.txt appears inside the run, after the handler is installed
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!std::filesystem::exists(run + "/log.txt") && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // into training
+  kill(pid, sig);
+  return wait_for(pid, 60);
+}
+
+/// The run `interrupt_run` stopped exited 130, marked interrupted, and said how to resume it.
+void check_interrupted(const test::TempDir& dir, const std::string& run, int status) {
+  INFO(read_file(dir / "bg_stderr"));
+  REQUIRE(status != -1);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 130);
+  CHECK(nlohmann::json::parse(read_file(run + "/metrics.json"))["status"] == "interrupted");
+  CHECK_THAT(read_file(dir / "bg_stderr"), Catch::Contains("--resume"));
+}
 }  // namespace
 
 TEST_CASE("the CLI: exit codes and messages", "[app][cli]") {
@@ -147,24 +174,8 @@ TEST_CASE("the CLI: Ctrl-C exits 130 and marks the run interrupted; divergence e
 
   SECTION("SIGINT during training: exit 130, status interrupted") {
     const std::string run = dir / "run";
-    // far more steps than the test waits for: only the interruption ends this run in time
-    pid_t pid = start_cli(dir, {config, "--out", run, "--set", "train.iterations=10000000"});
-    REQUIRE(pid > 0);
-    // log.txt appears inside the run, after the handler is installed
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (!std::filesystem::exists(run + "/log.txt") && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // into training
-    kill(pid, SIGINT);
-    int status = wait_for(pid, 60);
-    INFO(read_file(dir / "bg_stderr"));
-    REQUIRE(status != -1);
-    REQUIRE(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 130);
-    auto m = nlohmann::json::parse(read_file(run + "/metrics.json"));
-    CHECK(m["status"] == "interrupted");
-    CHECK(m["tasks_completed"] == 0);
-    CHECK_THAT(read_file(dir / "bg_stderr"), Catch::Contains("--resume"));
+    check_interrupted(dir, run, interrupt_run(dir, config, run, {}, SIGINT));
+    CHECK(nlohmann::json::parse(read_file(run + "/metrics.json"))["tasks_completed"] == 0);
   }
   SECTION("a diverging run exits 1 with status diverged") {
     Result r = run_cli(dir, config + " --out " + (dir / "div") + " --set train.optimizer.lr=1.0e+30");
@@ -218,20 +229,6 @@ TEST_CASE("clrun --nproc 2: one process's run, written by rank 0; SIGTERM stops 
   }
   SECTION("SIGTERM to the launcher: every rank stops after the same step, exit 130, resumable") {
     const std::string run = dir / "cut";
-    pid_t pid = start_cli(dir, {config, "--out", run, "--nproc", "2", "--set", "train.iterations=10000000"});
-    REQUIRE(pid > 0);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (!std::filesystem::exists(run + "/log.txt") && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // into training
-    kill(pid, SIGTERM);
-    int status = wait_for(pid, 60);
-    INFO(read_file(dir / "bg_stderr"));
-    REQUIRE(status != -1);
-    REQUIRE(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 130);
-    auto m = nlohmann::json::parse(read_file(run + "/metrics.json"));
-    CHECK(m["status"] == "interrupted");
-    CHECK_THAT(read_file(dir / "bg_stderr"), Catch::Contains("--resume"));
+    check_interrupted(dir, run, interrupt_run(dir, config, run, {"--nproc", "2"}, SIGTERM));
   }
 }

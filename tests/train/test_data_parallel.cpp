@@ -46,14 +46,18 @@ struct Rank {
   }
 };
 
-Trained train_two_tasks(const std::string& data, const std::vector<Override>& overrides, const World* world) {
-  Rank rank(parse_spec(test::tiny_config(data), "tiny.yaml", overrides), world);
+Trained train_two_tasks(const ExperimentSpec& spec, const World* world) {
+  Rank rank(spec, world);
   Trained out;
   out.initial = rank.params();
   for (int t = 0; t < 2; ++t) out.stats.push_back(rank.trainer->train_task(t));
   out.params = rank.params();
   out.strategy = rank.strategy->describe();
   return out;
+}
+
+Trained train_two_tasks(const std::string& data, const std::vector<Override>& overrides, const World* world) {
+  return train_two_tasks(parse_spec(test::tiny_config(data), "tiny.yaml", overrides), world);
 }
 
 double max_difference(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
@@ -112,6 +116,23 @@ TEST_CASE("2 ranks with half of each batch equal 1 process with the whole batch"
       if (name == "migu") CHECK(ranks[0].strategy.dump() == single.strategy.dump());  // the same masks, step for step
     }
   }
+}
+
+TEST_CASE("text on 2 ranks: each rank's loss weighted by its target tokens equals one process", "[train][distributed][text]") {
+  // batch 5: shards of 2 and 3 rows with different token counts; O-LoRA's adapters and its
+  // orthogonality term; adapter dropout 0, since each rank draws its own dropout masks.
+  const ExperimentSpec spec = parse_spec(test::tiny_text_config("strategy: {name: olora, dropout: 0}\n"), "text.yaml",
+                                         {parse_override("train.batch_size=5")});
+  const Trained single = train_two_tasks(spec, nullptr);
+  std::vector<Trained> ranks(2);
+  test::run_ranks(2, [&](const WorldConfig& c) {
+    World world(c, torch::kCPU);
+    ranks[static_cast<std::size_t>(c.rank)] = train_two_tasks(spec, &world);
+  });
+  CHECK(max_difference(ranks[0].params, ranks[1].params) == 0);
+  CHECK(max_difference(ranks[0].params, single.params) < 1e-5);
+  CHECK(max_difference(single.params, single.initial) > 1e-3);
+  for (int t = 0; t < 2; ++t) CHECK(ranks[0].stats[t].mean_loss == Approx(single.stats[t].mean_loss).epsilon(1e-5));
 }
 
 TEST_CASE("a checkpoint resumes on another world size", "[train][distributed][resume]") {

@@ -45,13 +45,13 @@ Trainer::Trainer(const ExperimentSpec& spec, Stream& stream, std::shared_ptr<Mod
                  ModelFactory make_model, const World* world)
     : spec_(spec), world_(world), stream_(stream), model_(std::move(model)), strategy_(strategy) {
   scheduler_ = spec_.train.scheduler.build();
-  if (world_) {  // every rank starts from rank 0's weights (they are seeded alike anyway)
+  strategy_.setup(StrategyEnv{spec_.seed, &stream_, stream_.device(), std::move(make_model), model_.get(), world_});
+  if (world_) {  // every rank starts from rank 0's weights, adapters a strategy added included
     std::vector<torch::Tensor> state = model_->parameters();
     for (const auto& b : model_->buffers()) state.push_back(b);
     torch::NoGradGuard no_grad;
     world_->broadcast(state);
   }
-  strategy_.setup(StrategyEnv{spec_.seed, &stream_, stream_.device(), std::move(make_model), model_.get(), world_});
 }
 
 // ---- data ----------------------------------------------------------------------------------

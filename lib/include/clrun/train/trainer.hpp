@@ -37,8 +37,8 @@ struct TaskStats {
 class Trainer {
  public:
   /// Calls strategy.setup(); `make_model` builds fresh models of the same architecture.
-  /// `world` (data-parallel training; null for one process): rank 0's weights are broadcast
-  /// first, each rank trains its shard of every global batch, gradients are summed over ranks
+  /// `world` (data-parallel training; null for one process): after strategy.setup() (which may
+  /// add adapters) rank 0's weights are broadcast, each rank trains its shard of every global batch, gradients are summed over ranks
   /// before after_backward, and BatchNorm statistics are made rank 0's at the end of each task.
   Trainer(const ExperimentSpec& spec, Stream& stream, std::shared_ptr<Model> model, Strategy& strategy,
           ModelFactory make_model, const World* world = nullptr);
