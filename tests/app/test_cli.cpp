@@ -166,7 +166,7 @@ TEST_CASE("the CLI: exit codes and messages", "[app][cli]") {
   }
 }
 
-TEST_CASE("the CLI: Ctrl-C exits 130 and marks the run interrupted; divergence exits 1", "[app][cli][exit_codes]") {
+TEST_CASE("the CLI: Ctrl-C exits 130 and marks the run interrupted, divergence exits 1", "[app][cli][exit_codes]") {
   test::TempDir dir("cli_exit");
   test::write_tiny_mnist(dir.path());
   write_file_atomic(dir / "exp.yaml", test::tiny_config(dir.path()));
@@ -201,7 +201,7 @@ TEST_CASE("the CLI: Ctrl-C exits 130 and marks the run interrupted; divergence e
   }
 }
 
-TEST_CASE("clrun --nproc 2: one process's run, written by rank 0; SIGTERM stops every rank", "[app][cli][distributed]") {
+TEST_CASE("clrun --nproc 2: one process's run, written by rank 0, SIGTERM stops every rank", "[app][cli][distributed]") {
   test::TempDir dir("cli_nproc");
   test::write_tiny_mnist(dir.path());
   write_file_atomic(dir / "exp.yaml", test::tiny_config(dir.path()));  // batch 16 of 40 rows: shards 8/8, 8/8, 4/4

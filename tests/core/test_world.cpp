@@ -33,7 +33,7 @@ class EnvGuard {
 };
 }  // namespace
 
-TEST_CASE("the world comes from torchrun's or srun's variables; one process has none", "[core][world]") {
+TEST_CASE("the world comes from torchrun's or srun's variables, one process has none", "[core][world]") {
   {
     EnvGuard env({});
     CHECK_FALSE(WorldConfig::from_environment());
@@ -128,7 +128,8 @@ TEST_CASE("a rank that dies makes the others fail with a clear error, not hang",
   const auto start = std::chrono::steady_clock::now();
   CHECK_THROWS_WITH(test::run_ranks(2, [](const WorldConfig& c) {
                       World world(c, torch::kCPU);
-                      if (c.rank == 1) return;  // gone: its connections close
+                      world.barrier();          // both are up (rank 0's setup may still be finishing otherwise)
+                      if (c.rank == 1) return;  // then gone: its connections close
                       world.all_reduce_sum({torch::ones({3})});
                     }, std::chrono::seconds(20)),
                     Catch::Contains("rank 0 of 2: all_reduce failed") && Catch::Contains("another rank has stopped"));

@@ -60,7 +60,7 @@ TEST_CASE("data cache: miss writes an entry, then hits with the same tensor", "[
   CHECK(files == 1);
 }
 
-TEST_CASE("data cache: a changed source (size or mtime) makes the entry stale; it is rewritten", "[data][cache]") {
+TEST_CASE("data cache: a changed source (size or mtime) makes the entry stale, it is rewritten", "[data][cache]") {
   test::TempDir dir("data_cache");
   const std::string src = dir / "x.gz", cache = dir / "cache";
   write_idx(src, sample_images(30, 1));
@@ -120,7 +120,7 @@ TEST_CASE("data cache: an unwritable cache directory only logs", "[data][cache]"
   CHECK(outcome == CacheOutcome::miss);
 }
 
-TEST_CASE("data cache: plain files and an empty cache dir bypass it; source errors are unchanged", "[data][cache]") {
+TEST_CASE("data cache: plain files and an empty cache dir bypass it, source errors are unchanged", "[data][cache]") {
   test::TempDir dir("data_cache");
   torch::Tensor x = sample_images(30, 1);
   write_idx(dir / "plain", x);

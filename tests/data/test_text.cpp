@@ -127,7 +127,7 @@ TEST_CASE("cl_benchmark caps, orders and errors", "[data][text]") {
   CHECK_THROWS_WITH(load_text(", order: [SST-2], epochs: [1, 2]"), Catch::Contains("dataset.epochs"));
 }
 
-TEST_CASE("the sequence stream makes one task per data set; token batches pad to their longest row", "[streams][text]") {
+TEST_CASE("the sequence stream makes one task per data set, token batches pad to their longest row", "[streams][text]") {
   ExperimentSpec spec = parse_spec(clrun::test::tiny_text_config(), "x.yaml");
   auto stream = spec.stream.build(spec.dataset.build(), spec.seed);
   REQUIRE(stream->num_tasks() == 2);

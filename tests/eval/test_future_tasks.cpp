@@ -88,7 +88,7 @@ TEST_CASE("eval.future_tasks false: a run scores only trained tasks, the rest of
   CHECK(md.find("| 1 |") != std::string::npos);
 }
 
-TEST_CASE("eval.batch_size 0 (auto) resolves per backbone; a set value is kept", "[eval][config]") {
+TEST_CASE("eval.batch_size 0 (auto) resolves per backbone, a set value is kept", "[eval][config]") {
   auto resolved_batch = [](const std::string& yaml) { return parse_spec(yaml, "x.yaml", {}).eval.batch_size; };
   CHECK(resolved_batch("backbone: {name: mlp}") == 1000);
   CHECK(resolved_batch("backbone: {name: cnn}") == 128);

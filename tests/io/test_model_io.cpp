@@ -28,7 +28,7 @@ std::string tiny_vit_run(const test::TempDir& dir) {
 }
 }  // namespace
 
-TEST_CASE("clrun export writes the run's model with timm's names; it loads back as backbone.init", "[io][model_io]") {
+TEST_CASE("clrun export writes the run's model with timm's names, it loads back as backbone.init", "[io][model_io]") {
   spdlog::set_level(spdlog::level::warn);
   test::TempDir dir("export");
   const std::string run = tiny_vit_run(dir);
@@ -93,7 +93,7 @@ TEST_CASE("clrun export and forward refuse bad input with clear errors", "[io][m
                     Catch::Contains("pos_embed"));
 }
 
-TEST_CASE("clrun export names a resnet's head fc, as torchvision; it loads back", "[io][model_io]") {
+TEST_CASE("clrun export names a resnet's head fc, as torchvision, it loads back", "[io][model_io]") {
   spdlog::set_level(spdlog::level::warn);
   test::TempDir dir("export_resnet");
   test::write_tiny_mnist(dir.path());

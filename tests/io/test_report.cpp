@@ -156,7 +156,7 @@ TEST_CASE("report: grouping, statistics, Markdown and CSV", "[io][report]") {
   }
 }
 
-TEST_CASE("report: one config is labelled by its name; new metrics become columns", "[io][report]") {
+TEST_CASE("report: one config is labelled by its name, new metrics become columns", "[io][report]") {
   test::TempDir dir("report_single");
   json run = complete_run(0, 0.1, 50, 10, {50});
   run["metrics"]["new_metric"] = 1.5;

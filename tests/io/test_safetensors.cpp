@@ -187,7 +187,7 @@ TEST_CASE("safetensors F16 and BF16 read as F32 with torch's exact values", "[io
   CHECK(SafetensorsFile(dir / "x.safetensors").get("x").equal(x.to(torch::kHalf).to(torch::kFloat32)));
 }
 
-TEST_CASE("safetensors get: integer tensors keep their type unless asked; bad requests are InputErrors",
+TEST_CASE("safetensors get: integer tensors keep their type unless asked, bad requests are InputErrors",
           "[io][safetensors]") {
   test::TempDir dir("st_types");
   write_safetensors(dir / "t.safetensors", {{"ids", torch::tensor({1, 2}, torch::kInt64)}, {"w", torch::ones({2})}});

@@ -184,7 +184,7 @@ TEST_CASE("resnet has the state_dict names of torchvision and PyCIL", "[models][
   }
 }
 
-TEST_CASE("resnet init follows torchvision; its convs are tapped", "[models][resnet]") {
+TEST_CASE("resnet init follows torchvision, its convs are tapped", "[models][resnet]") {
   torch::manual_seed(0);
   auto b = resnet("variant: resnet18", {3, 32, 32});
   auto params = b->named_parameters();

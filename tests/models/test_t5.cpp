@@ -105,7 +105,7 @@ TEST_CASE("t5 names, tied embeddings and initialisation", "[models][t5]") {
   CHECK(untied->named_parameters().contains("decoder.block.0.layer.2.DenseReluDense.wi_1.weight"));
 }
 
-TEST_CASE("t5 config: config.json with inline overrides; bad files are clear errors", "[models][t5]") {
+TEST_CASE("t5 config: config.json with inline overrides, bad files are clear errors", "[models][t5]") {
   ExperimentSpec spec = parse_spec("backbone: {name: t5, config: " + fixture("t5_gated_config.json") + ", num_layers: 1}",
                                    "x.yaml");
   auto lm = std::dynamic_pointer_cast<LanguageModel>(spec.backbone.build(std::vector<int64_t>{}));

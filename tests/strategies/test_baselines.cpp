@@ -198,7 +198,7 @@ TEST_CASE("class-balanced memory keeps equal slots per seen class", "[strategies
   CHECK(reservoir.class_counts()[0] > 12);  // the reservoir follows the stream's imbalance
 }
 
-TEST_CASE("SI accumulates a non-zero importance; LwF(alpha 0) and DER++(0, 0) equal finetune bit for bit",
+TEST_CASE("SI accumulates a non-zero importance, LwF(alpha 0) and DER++(0, 0) equal finetune bit for bit",
           "[strategies][si][lwf][der]") {
   auto train_two = [](Rig& rig, Strategy& s) {
     Trainer trainer(rig.spec, *rig.stream, rig.model, s, test::model_factory(rig.spec, *rig.stream));

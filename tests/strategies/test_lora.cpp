@@ -9,7 +9,7 @@
 
 using namespace clrun;
 
-TEST_CASE("a LoRA adapter adds scale * B A dropout(x); B starts at zero; merging folds it in", "[strategies][lora]") {
+TEST_CASE("a LoRA adapter adds scale * B A dropout(x), B starts at zero, merging folds it in", "[strategies][lora]") {
   torch::manual_seed(3);
   nn::Linear layer(6, 5, true);
   torch::Tensor x = torch::randn({4, 6});
@@ -58,7 +58,7 @@ LoraRun run_lora(const std::string& strategy, const std::string& dir) {
 bool same(const LoraRun& r, const std::string& name) { return torch::equal(r.first.at(name), r.last.at(name)); }
 }  // namespace
 
-TEST_CASE("lora trains one adapter on q and v; inclora a new one per task; the base stays frozen", "[strategies][lora]") {
+TEST_CASE("lora trains one adapter on q and v, inclora a new one per task, the base stays frozen", "[strategies][lora]") {
   test::TempDir dir("lora");
   const std::string q = "backbone.encoder.block.0.layer.0.SelfAttention.q.";
   SECTION("lora") {

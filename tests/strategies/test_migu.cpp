@@ -88,7 +88,7 @@ TEST_CASE("MIGU masks whole weight rows after the first task, leaves biases and 
   }
 }
 
-TEST_CASE("MIGU magnitudes: two micro-batches give the mask of one batch of both; eval adds nothing", "[strategies][migu]") {
+TEST_CASE("MIGU magnitudes: two micro-batches give the mask of one batch of both, eval adds nothing", "[strategies][migu]") {
   // accumulate_steps 2 with batch 8 vs one batch of 16: same rows, same gradient, same mask
   MiguRig one({parse_override("train.iterations=1"), parse_override("train.batch_size=16"),
                parse_override("strategy={name: migu, threshold: 0.7}")});
@@ -138,7 +138,7 @@ TEST_CASE("MIGU composes with a base strategy and resumes identically", "[strate
                     Catch::Contains("strategy.base.name") && Catch::Contains("did you mean 'replay'"));
 }
 
-TEST_CASE("MIGU's conv extension masks whole output channels; off by default", "[strategies][migu][conv]") {
+TEST_CASE("MIGU's conv extension masks whole output channels, off by default", "[strategies][migu][conv]") {
   for (bool conv : {false, true}) {
     INFO(conv);
     MiguRig rig({parse_override("backbone={name: cnn, channels: [6], hidden: 8}"), parse_override("train.iterations=1"),

@@ -252,7 +252,7 @@ TEST_CASE("EWC's and SI's penalties appear in metrics.json's loss terms", "[stra
   }
 }
 
-TEST_CASE("joint trains once on everything; cumulative on all tasks so far", "[strategies]") {
+TEST_CASE("joint trains once on everything, cumulative on all tasks so far", "[strategies]") {
   spdlog::set_level(spdlog::level::warn);
   test::TempDir dir("bounds");
   test::write_tiny_mnist(dir.path());

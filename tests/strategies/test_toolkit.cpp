@@ -76,7 +76,7 @@ TEST_CASE("parameters outside the strategy's groups are frozen: no gradient, no 
   CHECK(strategy.seen_lr == Approx(0.1 * 0.5));  // the group's lr_scale
 }
 
-TEST_CASE("Linear taps see input, pre-activation output and output gradient; never under no-grad", "[strategies][toolkit][taps]") {
+TEST_CASE("Linear taps see input, pre-activation output and output gradient, never under no-grad", "[strategies][toolkit][taps]") {
   torch::manual_seed(1);
   auto spec = parse_spec("backbone: {name: mlp, hidden: [6]}", "x.yaml");
   Classifier model(spec.backbone.build(std::vector<int64_t>{1, 2, 2}), 3);

@@ -63,7 +63,7 @@ TEST_CASE("group_by_length reorders each epoch's batches by length, over the sam
   CHECK(grouped["per_task"][0]["mean_loss"] != plain["per_task"][0]["mean_loss"]);  // other batches
 }
 
-TEST_CASE("replay and data-mixing replay run on text; DER is refused", "[train][text]") {
+TEST_CASE("replay and data-mixing replay run on text, DER is refused", "[train][text]") {
   test::TempDir dir("text_replay");
   auto run = [&](const std::string& strategy) {
     ExperimentSpec spec = parse_spec(test::tiny_text_config(), "x.yaml", {parse_override("strategy=" + strategy)});
@@ -81,7 +81,7 @@ TEST_CASE("replay and data-mixing replay run on text; DER is refused", "[train][
   CHECK_THROWS_WITH(run("{name: der}"), Catch::Contains("der and derpp"));
 }
 
-TEST_CASE("train.precision: bf16 autocasts training and generation; weights stay fp32", "[train][text][bf16]") {
+TEST_CASE("train.precision: bf16 autocasts training and generation, weights stay fp32", "[train][text][bf16]") {
   test::TempDir dir("text_bf16");
   auto run = [&](const std::string& precision) {
     ExperimentSpec spec = parse_spec(test::tiny_text_config(), "x.yaml",
