@@ -37,8 +37,7 @@ class Agem : public Strategy {
     // Data parallel: each rank the gradient of its shard of the same draw, weighted by its loss
     // units, summed over the ranks: the reference gradient of the whole draw.
     const double units = static_cast<double>(ctx.stream.loss_units(mem));
-    const auto [begin, end] = world->shard(mem.size());
-    mem = mem.rows(begin, end);
+    mem = own_shard(mem, world);
     reference_.clear();
     if (mem.size() > 0) {
       torch::Tensor loss = ctx.task_loss(ctx.model.forward(mem), mem) * (static_cast<double>(ctx.stream.loss_units(mem)) / units);

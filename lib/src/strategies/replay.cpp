@@ -56,8 +56,7 @@ class Replay : public Strategy {
         // batch's mean loss is its loss units over the global joint batch's.
         Batch drawn = memory_.sample(ctx.stream, n, rng());
         const int64_t global_units = ctx.stream.loss_units(ctx.global_current) + ctx.stream.loss_units(drawn);
-        const auto [begin, end] = world->shard(drawn.size());
-        ctx.batch = Batch::cat({ctx.batch, drawn.rows(begin, end)});
+        ctx.batch = Batch::cat({ctx.batch, own_shard(drawn, world)});
         ctx.share = static_cast<double>(ctx.stream.loss_units(ctx.batch)) / static_cast<double>(global_units);
         return;
       }
@@ -72,11 +71,6 @@ class Replay : public Strategy {
     // single process's as it stands (share 1).
     const World* world = env().world;
     const auto float_options = ctx.batch.targets.options().dtype(torch::kFloat32);
-    auto own_shard = [world](const Batch& b) {
-      if (!world) return b;
-      const auto [begin, end] = world->shard(b.size());
-      return b.rows(begin, end);
-    };
     std::vector<Batch> parts = {ctx.batch};
     if (world) {
       parts[0].weights = torch::full({ctx.batch.size()}, 1.0 / static_cast<double>(ctx.global_current.size()), float_options);
@@ -85,7 +79,7 @@ class Replay : public Strategy {
     if (o_.alpha > 0) {
       Batch first = memory_.sample(ctx.stream, n, rng());
       mse_global_ = first.size();
-      first = own_shard(first);
+      first = own_shard(first, world);
       mse_rows_ = first.size();
       first.weights = torch::zeros({first.size()}, float_options);
       stored_ = first.extra.at("logits");
@@ -94,7 +88,7 @@ class Replay : public Strategy {
     if (kind_ == Kind::derpp && o_.beta > 0) {
       Batch second = memory_.sample(ctx.stream, n, rng());
       const double weight = o_.beta / static_cast<double>(second.size());
-      second = own_shard(second);
+      second = own_shard(second, world);
       second.weights = torch::full({second.size()}, weight, float_options);
       parts.push_back(second);
     }

@@ -11,6 +11,12 @@
 
 namespace clrun {
 
+Batch own_shard(const Batch& batch, const World* world) {
+  if (!world) return batch;
+  const auto [begin, end] = world->shard(batch.size());
+  return batch.rows(begin, end);
+}
+
 torch::Tensor StepContext::gather_current(const torch::Tensor& local, const World* world) const {
   if (!world) return local;
   std::vector<int64_t> shape = local.sizes().vec();

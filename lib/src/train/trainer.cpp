@@ -185,12 +185,13 @@ void Trainer::add_terms(Totals& totals, const std::vector<std::pair<std::string,
 bool Trainer::reduce_gradients(bool stop) {
   // One flag per trained parameter (1 where this rank has a gradient) and the stop flag travel in
   // the gradients' bucket: no extra collective.
-  std::vector<torch::Tensor> grads;
+  std::vector<torch::Tensor> trained, grads;
   std::vector<float> flags;
   for (auto& p : model_->parameters())
     if (p.requires_grad()) {
       flags.push_back(p.grad().defined() ? 1.f : 0.f);
       if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+      trained.push_back(p);
       grads.push_back(p.grad());
     }
   flags.push_back(stop ? 1.f : 0.f);
@@ -199,10 +200,9 @@ bool Trainer::reduce_gradients(bool stop) {
   world_->all_reduce_sum(grads);
   reached = reached.cpu();
   const float* any = reached.data_ptr<float>();
-  std::size_t i = 0;
-  for (auto& p : model_->parameters())
-    if (p.requires_grad() && any[i++] == 0) p.mutable_grad() = torch::Tensor();  // no rank reached it
-  return any[flags.size() - 1] > 0;
+  for (std::size_t i = 0; i < trained.size(); ++i)
+    if (any[i] == 0) trained[i].mutable_grad() = torch::Tensor();  // no rank reached it
+  return any[trained.size()] > 0;
 }
 
 void Trainer::reduce_totals(Totals& totals) const {
@@ -218,8 +218,8 @@ void Trainer::step(int task, int64_t epoch, std::vector<Batch> micro, Totals& to
   // run per micro-batch, gradients add up (each loss scaled by 1/count), and after_backward /
   // after_step see one context holding every micro-batch's current rows.
   // Data parallel: each micro-batch is the global one; this rank keeps its contiguous shard and
-  // weights its loss by its share of the rows, so that the gradients summed over the ranks are
-  // the single process's. An empty shard (fewer rows than ranks) only joins the collectives.
+  // weights its loss by its share of the loss units, so that the gradients summed over the ranks
+  // are the single process's.
   zero_grad();
   std::vector<StepContext> done;
   for (Batch& global : micro) {

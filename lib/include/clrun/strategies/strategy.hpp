@@ -305,6 +305,9 @@ void agem_project(std::vector<torch::Tensor>& grads, const std::vector<torch::Te
 /// T*(d-1) in float64; ties kept); every row when all magnitudes are 0.
 torch::Tensor migu_row_mask(const torch::Tensor& magnitudes, double threshold);
 
+/// This rank's contiguous shard of `batch` (World::shard); the whole batch for one process.
+Batch own_shard(const Batch& batch, const World* world);
+
 /// Trainable parameters of `model` as detached copies (anchors, snapshots).
 std::vector<torch::Tensor> snapshot_parameters(Model& model);
 
